@@ -1,0 +1,42 @@
+//! `p11jwt assert`: print a signed client assertion.
+
+use clap::Args;
+
+use p11jwt::Error;
+
+use super::{mint, open_logged_in, print_stdout, require_key, ClaimArgs, KeyArgs};
+
+#[derive(Args, Debug)]
+pub struct AssertArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+
+    #[command(flatten)]
+    claims: ClaimArgs,
+
+    /// aud claim: the token endpoint, exactly as the server expects it
+    #[arg(long, env = "P11JWT_AUDIENCE", value_name = "URL")]
+    audience: Option<String>,
+
+    /// Qlik Cloud tenant, for aud https://NAME.qlikcloud.com/oauth/token
+    #[arg(long, env = "P11JWT_TENANT", value_name = "NAME", conflicts_with = "audience")]
+    tenant: Option<String>,
+}
+
+pub fn run(args: AssertArgs) -> Result<(), Error> {
+    let audience = match (&args.audience, &args.tenant) {
+        (Some(aud), _) => aud.clone(),
+        (None, Some(tenant)) => p11jwt::oauth::qlik_token_endpoint(tenant),
+        (None, None) => {
+            return Err(Error::Usage(
+                "no audience\npass --audience URL (the token endpoint) or --tenant NAME".into(),
+            ))
+        }
+    };
+    let resolved = args.key.resolve(false)?;
+    require_key(&resolved)?;
+    let token = open_logged_in(&resolved)?;
+    let key = token.find_key(&resolved.selector)?;
+    let minted = mint(&token, &key, &args.claims, &audience)?;
+    print_stdout(&format!("{}\n", minted.compact.expose()))
+}

@@ -1,0 +1,95 @@
+//! `p11jwt jwk`: print the public JWK of a key, or a JWKS.
+
+use clap::Args;
+
+use p11jwt::alg::Alg;
+use p11jwt::jwk::{self, JwkExtras};
+use p11jwt::token::{KeyPair, Token};
+use p11jwt::Error;
+
+use super::{open_logged_in, pretty, print_stdout, read_pin, require_key, KeyArgs};
+
+#[derive(Args, Debug)]
+pub struct JwkArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+
+    /// alg member [default: follows the key, as for `assert`]
+    #[arg(long, env = "P11JWT_ALG", value_name = "ALG")]
+    alg: Option<String>,
+
+    /// kid member [default: the RFC 7638 thumbprint]
+    #[arg(long, env = "P11JWT_KID", value_name = "KID")]
+    kid: Option<String>,
+
+    /// Print a JWKS ({"keys": [...]}) instead of one JWK; without --key, of every signing key
+    #[arg(long)]
+    jwks: bool,
+
+    /// Add x5c and x5t#S256 from the certificate stored with the key
+    #[arg(long)]
+    x5c: bool,
+}
+
+pub fn run(args: JwkArgs) -> Result<(), Error> {
+    let alg = args.alg.as_deref().map(str::parse::<Alg>).transpose()?;
+    let resolved = args.key.resolve(false)?;
+
+    if args.jwks && !resolved.key_given {
+        let token = open_logged_in(&resolved)?;
+        let mut keys = Vec::new();
+        for pair in token.list_keys()? {
+            match pair {
+                Ok(pair) if pair.flags.sign != Some(false) => {
+                    keys.push(member(&pair, None, None, args.x5c)?)
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("skipping a key: {e}"),
+            }
+        }
+        return print_stdout(&pretty(&jwk::jwks(keys)));
+    }
+
+    require_key(&resolved)?;
+    // The public half is readable without a PIN on most tokens; log in only when it is not.
+    let token = Token::open(&resolved.options, None)?;
+    let pair = match token.find_public(&resolved.selector)? {
+        Some(pair) => pair,
+        None => {
+            let pin = read_pin(&resolved)?;
+            drop(token);
+            let token = Token::open(&resolved.options, pin.as_ref())?;
+            token.find_key(&resolved.selector)?
+        }
+    };
+    let value = member(&pair, alg, args.kid.as_deref(), args.x5c)?;
+    if args.jwks {
+        return print_stdout(&pretty(&jwk::jwks(vec![value])));
+    }
+    print_stdout(&pretty(&value))
+}
+
+fn member(
+    pair: &KeyPair,
+    alg: Option<Alg>,
+    kid: Option<&str>,
+    x5c: bool,
+) -> Result<serde_json::Value, Error> {
+    let kind = pair.public.kind();
+    let alg = alg.unwrap_or_else(|| Alg::default_for(kind));
+    alg.check_key(kind)?;
+    let thumbprint = pair.public.thumbprint();
+    let chain: Vec<Vec<u8>> = match (&pair.certificate, x5c) {
+        (Some(cert), true) => vec![cert.clone()],
+        (None, true) => {
+            return Err(Error::Usage(format!(
+                "--x5c: key {:?} has no certificate on the token (none with CKA_ID {})",
+                pair.label_text(),
+                pair.id_hex()
+            )))
+        }
+        _ => Vec::new(),
+    };
+    let extras = JwkExtras { alg: Some(alg), kid: Some(kid.unwrap_or(&thumbprint)), x5c: &chain };
+    Ok(pair.public.to_jwk(&extras))
+}

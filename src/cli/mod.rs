@@ -1,0 +1,385 @@
+//! The command line: clap definitions, one file per subcommand, output and exit codes. No
+//! business logic lives here: each subcommand resolves its arguments and calls the library.
+
+mod assert;
+mod get;
+mod jwk;
+mod keygen;
+mod keys;
+mod token;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use p11jwt::alg::Alg;
+use p11jwt::assertion::{self, Assertion, QLIK_MAX_LIFETIME};
+use p11jwt::config::PinSource;
+use p11jwt::oauth;
+use p11jwt::secret::Secret;
+use p11jwt::signer::Signer;
+use p11jwt::token::{KeyPair, KeySelector, OpenOptions, Token};
+use p11jwt::uri::{self, Pkcs11Uri};
+use p11jwt::Error;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "p11jwt",
+    version,
+    about = "Private Key JWT client assertions signed by a key that never leaves a PKCS#11 token",
+    long_about = "Private Key JWT client assertions (RFC 7523) signed by a key that never \
+                  leaves a PKCS#11 token, and the OAuth 2.0 client_credentials exchange \
+                  that turns them into access tokens.\n\n\
+                  Data (JWK, assertion, access token, response body) goes to stdout; \
+                  messages go to stderr. Exit codes are listed in docs/errors.md."
+)]
+pub struct Cli {
+    /// More logs on stderr (-v: steps and timings, -vv: PKCS#11 details). Never secrets.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a key pair on the token; print its public JWK (stdout) and pkcs11: URI
+    Keygen(keygen::KeygenArgs),
+    /// List the key pairs on the token with their protection flags
+    Keys(keys::KeysArgs),
+    /// Print the public JWK of a key (or a JWKS with --jwks)
+    Jwk(jwk::JwkArgs),
+    /// Print a signed client assertion (compact JWS)
+    Assert(assert::AssertArgs),
+    /// Exchange an assertion for an access token and print the access token
+    Token(token::TokenArgs),
+    /// GET a URL with a fresh access token; print the response body
+    Get(get::GetArgs),
+}
+
+/// Which module, token and key; shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// PKCS#11 module (.so) [default: SoftHSM's, when installed]
+    #[arg(long, env = "P11JWT_MODULE", value_name = "PATH")]
+    module: Option<PathBuf>,
+
+    /// Token label
+    #[arg(long, env = "P11JWT_TOKEN", value_name = "LABEL")]
+    token: Option<String>,
+
+    /// Key label (CKA_LABEL), or a full pkcs11: URI (RFC 7512)
+    #[arg(long, env = "P11JWT_KEY", value_name = "LABEL|URI")]
+    key: Option<String>,
+
+    /// File whose first line is the user PIN (mode 0600 or stricter). The PIN itself can be
+    /// given in P11JWT_PIN; on a terminal p11jwt prompts without echo.
+    #[arg(long, env = "P11JWT_PIN_FILE", value_name = "PATH")]
+    pin_file: Option<PathBuf>,
+
+    /// Read the user PIN from the first line of standard input
+    #[arg(long)]
+    pin_stdin: bool,
+}
+
+/// What goes into an assertion; shared by `assert`, `token` and `get`.
+#[derive(Args, Debug, Clone)]
+pub struct ClaimArgs {
+    /// OAuth client id: the assertion's iss and sub
+    #[arg(long, env = "P11JWT_CLIENT_ID", value_name = "ID")]
+    client_id: Option<String>,
+
+    /// JWS alg [default: follows the key: RSA RS256, P-256 ES256, P-384 ES384, P-521 ES512,
+    /// Ed25519 EdDSA]
+    #[arg(long, env = "P11JWT_ALG", value_name = "ALG")]
+    alg: Option<String>,
+
+    /// kid header [default: the key's RFC 7638 thumbprint, as `p11jwt jwk` prints it]
+    #[arg(long, env = "P11JWT_KID", value_name = "KID")]
+    kid: Option<String>,
+
+    /// Seconds between iat and exp; Qlik Cloud refuses more than 300
+    #[arg(long, env = "P11JWT_LIFETIME", value_name = "SECONDS", default_value_t = 300)]
+    lifetime: u64,
+}
+
+/// Where the token endpoint is; shared by `token` and `get`.
+#[derive(Args, Debug, Clone)]
+pub struct EndpointArgs {
+    /// Token endpoint URL (also the default aud)
+    #[arg(long, env = "P11JWT_TOKEN_ENDPOINT", value_name = "URL", conflicts_with = "tenant")]
+    token_endpoint: Option<String>,
+
+    /// Qlik Cloud tenant: NAME for https://NAME.qlikcloud.com/oauth/token, or a full host
+    #[arg(long, env = "P11JWT_TENANT", value_name = "NAME")]
+    tenant: Option<String>,
+
+    /// Scope to ask for
+    #[arg(long, env = "P11JWT_SCOPE", value_name = "SCOPE")]
+    scope: Option<String>,
+
+    /// aud claim [default: the token endpoint, byte for byte]
+    #[arg(long, env = "P11JWT_AUDIENCE", value_name = "URL")]
+    audience: Option<String>,
+
+    /// Total time allowed for each HTTP request, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+}
+
+impl EndpointArgs {
+    fn token_endpoint(&self) -> Result<String, Error> {
+        match (&self.token_endpoint, &self.tenant) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(tenant)) => Ok(oauth::qlik_token_endpoint(tenant)),
+            (None, None) => Err(Error::Usage(
+                "no token endpoint\npass --token-endpoint URL or --tenant NAME \
+                 (or set P11JWT_TOKEN_ENDPOINT / P11JWT_TENANT)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Keys(args) => keys::run(args),
+        Command::Jwk(args) => jwk::run(args),
+        Command::Assert(args) => assert::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Get(args) => get::run(args),
+    }
+}
+
+pub fn verbosity(cli: &Cli) -> u8 {
+    cli.verbose
+}
+
+/// The token, key selector and PIN source that the key arguments name.
+struct Resolved {
+    options: OpenOptions,
+    selector: KeySelector,
+    pin_source: PinSource,
+    key_given: bool,
+}
+
+impl KeyArgs {
+    fn resolve(&self, read_write: bool) -> Result<Resolved, Error> {
+        let mut options = OpenOptions {
+            module: self.module.clone(),
+            token_label: self.token.clone(),
+            uri: None,
+            read_write,
+        };
+        let mut selector = KeySelector::default();
+        let mut pin_source = PinSource::choose(self.pin_file.as_deref(), self.pin_stdin);
+
+        match self.key.as_deref() {
+            Some(key) if uri::is_pkcs11_uri(key) => {
+                let parsed = Pkcs11Uri::parse(key)?;
+                apply_uri(&parsed, &mut options, &mut pin_source)?;
+                selector.label = parsed.object.clone();
+                selector.id = parsed.id.clone();
+                options.uri = Some(parsed);
+            }
+            Some(label) => selector.label = Some(label.as_bytes().to_vec()),
+            None => {}
+        }
+        Ok(Resolved { options, selector, pin_source, key_given: self.key.is_some() })
+    }
+}
+
+/// Takes module and PIN source from a URI's query attributes (RFC 7512 §2.4) where the flags
+/// did not already say.
+fn apply_uri(
+    uri: &Pkcs11Uri,
+    options: &mut OpenOptions,
+    pin_source: &mut PinSource,
+) -> Result<(), Error> {
+    for name in &uri.ignored_vendor {
+        log::warn!("ignoring vendor attribute {name:?} in the pkcs11: URI");
+    }
+    if options.module.is_none() {
+        if let Some(path) = &uri.module_path {
+            options.module = Some(PathBuf::from(path));
+        }
+    }
+    if matches!(pin_source, PinSource::None | PinSource::Prompt) {
+        if let Some(source) = &uri.pin_source {
+            let path = source.strip_prefix("file:").unwrap_or(source);
+            if path.starts_with('|') {
+                return Err(Error::Usage(
+                    "pin-source=|command is not supported: p11jwt does not run commands for \
+                     PINs\nuse pin-source=file:/path or P11JWT_PIN"
+                        .into(),
+                ));
+            }
+            *pin_source = PinSource::File(PathBuf::from(path));
+        }
+    }
+    if uri.pin_value.is_some() {
+        log::warn!(
+            "the pkcs11: URI carries pin-value: anyone who sees the URI sees the PIN; \
+             prefer pin-source=file:/path"
+        );
+    }
+    Ok(())
+}
+
+/// Reads the PIN once for the run.
+fn read_pin(resolved: &Resolved) -> Result<Option<Secret>, Error> {
+    if let Some(value) = resolved.options.uri.as_ref().and_then(|u| u.pin_value.as_ref()) {
+        if matches!(resolved.pin_source, PinSource::None | PinSource::Prompt) {
+            return Ok(Some(Secret::new(value.to_string())));
+        }
+    }
+    let label = resolved.options.token_label.as_deref().unwrap_or("(default)");
+    Ok(resolved.pin_source.read(label)?)
+}
+
+/// Opens the token and logs in with the PIN from its source.
+fn open_logged_in(resolved: &Resolved) -> Result<Token, Error> {
+    let started = Instant::now();
+    let pin = read_pin(resolved)?;
+    let token = Token::open(&resolved.options, pin.as_ref())?;
+    drop(pin);
+    log::info!(
+        "token {:?} (serial {}) open in {} ms",
+        token.description().label,
+        token.description().serial,
+        started.elapsed().as_millis()
+    );
+    Ok(token)
+}
+
+fn require_key(resolved: &Resolved) -> Result<(), Error> {
+    if resolved.key_given {
+        return Ok(());
+    }
+    Err(Error::Usage(
+        "no key given\npass --key LABEL or a pkcs11: URI (or set P11JWT_KEY); \
+         `p11jwt keys` lists the keys"
+            .into(),
+    ))
+}
+
+fn warn_if_extractable(key: &KeyPair) {
+    if key.flags.may_exist_off_token() {
+        log::warn!(
+            "key {:?} is or was extractable (CKA_EXTRACTABLE / CKA_NEVER_EXTRACTABLE): its \
+             private key may exist off the token",
+            key.label_text()
+        );
+    }
+}
+
+/// Finds the key, signs one assertion for `audience`, and logs what may be logged.
+fn mint(
+    token: &Token,
+    key: &KeyPair,
+    claims: &ClaimArgs,
+    audience: &str,
+) -> Result<Assertion, Error> {
+    let client_id = claims.client_id.as_deref().ok_or_else(|| {
+        Error::Usage(
+            "no client id\npass --client-id ID (or set P11JWT_CLIENT_ID): the OAuth client's id"
+                .into(),
+        )
+    })?;
+    if claims.lifetime == 0 {
+        return Err(Error::Usage("--lifetime must be at least 1 second".into()));
+    }
+    if claims.lifetime > QLIK_MAX_LIFETIME {
+        log::warn!(
+            "--lifetime {} is over {QLIK_MAX_LIFETIME} s: Qlik Cloud refuses such assertions",
+            claims.lifetime
+        );
+    }
+    let alg = claims.alg.as_deref().map(str::parse::<Alg>).transpose()?;
+    warn_if_extractable(key);
+
+    let started = Instant::now();
+    let signer = Signer::new(token, key, alg, claims.kid.clone())?;
+    let request = assertion::Request {
+        client_id,
+        audience,
+        lifetime: claims.lifetime,
+        typ: "JWT",
+    };
+    let minted = assertion::mint(&signer, &request)?;
+    log::info!(
+        "signed assertion alg={} kid={} jti={} aud={} iat={} exp={} with {} in {} ms",
+        minted.alg,
+        minted.kid,
+        minted.jti,
+        audience,
+        minted.iat,
+        minted.exp,
+        signer.mechanism().name(),
+        started.elapsed().as_millis()
+    );
+    Ok(minted)
+}
+
+/// Mints an assertion and exchanges it for an access token.
+fn fetch_access_token(
+    key_args: &KeyArgs,
+    claims: &ClaimArgs,
+    endpoint: &EndpointArgs,
+) -> Result<oauth::TokenResponse, Error> {
+    let token_endpoint = endpoint.token_endpoint()?;
+    oauth::check_url(&token_endpoint)?;
+    let audience = endpoint.audience.clone().unwrap_or_else(|| token_endpoint.clone());
+
+    let resolved = key_args.resolve(false)?;
+    require_key(&resolved)?;
+    let token = open_logged_in(&resolved)?;
+    let key = token.find_key(&resolved.selector)?;
+    let minted = mint(&token, &key, claims, &audience)?;
+    drop(token);
+
+    let started = Instant::now();
+    let client = oauth::Client::new(Duration::from_secs(endpoint.timeout.max(1)));
+    let request = oauth::TokenRequest {
+        token_endpoint: &token_endpoint,
+        client_id: claims.client_id.as_deref(),
+        assertion: &minted.compact,
+        scope: endpoint.scope.as_deref(),
+    };
+    let response = client.request_token(&request)?;
+    log::info!(
+        "token endpoint {token_endpoint} issued a {} access token (expires_in {}) for jti={} \
+         in {} ms",
+        response.token_type,
+        response.expires_in.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+        minted.jti,
+        started.elapsed().as_millis()
+    );
+    Ok(response)
+}
+
+/// Writes data to stdout; a closed pipe is not an error.
+fn print_stdout(text: &str) -> Result<(), Error> {
+    print_bytes(text.as_bytes())
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    // Serializing a Value cannot fail: every key is a string.
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Usage(format!("cannot write to standard output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,89 @@
+//! A key pair on a token, bound to one `alg` and `kid`: picks the mechanism, hashes locally,
+//! has the token sign, puts the signature in its JWS form, and checks it before it leaves.
+
+use crate::alg::{Alg, KeyKind, SignMechanism};
+use crate::assertion::{ecdsa_jws_candidates, JwsSigner};
+use crate::jwk::KeyError;
+use crate::token::{Error, KeyPair, Token};
+
+pub struct Signer<'t> {
+    token: &'t Token,
+    key: &'t KeyPair,
+    alg: Alg,
+    kid: String,
+    mechanism: SignMechanism,
+}
+
+impl<'t> Signer<'t> {
+    /// Binds `key` to `alg` (default: the key's own, see [`Alg::default_for`]) and `kid`
+    /// (default: the RFC 7638 thumbprint, so `jwk` and `assert` agree with nothing stored).
+    /// Refuses an `alg` that does not fit the key before anything is signed.
+    pub fn new(
+        token: &'t Token,
+        key: &'t KeyPair,
+        alg: Option<Alg>,
+        kid: Option<String>,
+    ) -> Result<Signer<'t>, Error> {
+        let kind = key.public.kind();
+        let alg = alg.unwrap_or_else(|| Alg::default_for(kind));
+        alg.check_key(kind).map_err(|e| Error::Key(KeyError::Unsupported(e.to_string())))?;
+
+        // Prefer hashing here and signing the digest; fall back to the mechanism that hashes on
+        // the token when that is all the token offers.
+        let candidates = alg.mechanisms();
+        let mut mechanism = None;
+        for candidate in candidates {
+            if token.has_mechanism(candidate)? {
+                mechanism = Some(candidate);
+                break;
+            }
+        }
+        let mechanism = mechanism.ok_or_else(|| Error::MechanismMissing {
+            alg: alg.to_string(),
+            wanted: candidates.iter().map(|m| m.name()).collect(),
+        })?;
+        log::debug!("{alg} with {} on key {}", mechanism.name(), key.label_text());
+
+        let kid = kid.unwrap_or_else(|| key.public.thumbprint());
+        Ok(Signer { token, key, alg, kid, mechanism })
+    }
+
+    pub fn mechanism(&self) -> SignMechanism {
+        self.mechanism
+    }
+}
+
+impl JwsSigner for Signer<'_> {
+    type Error = Error;
+
+    fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, Error> {
+        let data = self.mechanism.sign_input(signing_input);
+        let raw = self.token.sign(self.key, self.mechanism, &data)?;
+
+        // Every signature is checked against the public key before it is used: a device that
+        // ignores the PSS salt length, or a certificate paired with another key, fails here.
+        let candidates = match self.key.public.kind() {
+            KeyKind::Ec(curve) => ecdsa_jws_candidates(curve, &raw),
+            _ => vec![raw],
+        };
+        let mut last = KeyError::BadSignature(format!(
+            "{}: the token returned a signature of an unexpected length",
+            self.alg
+        ));
+        for candidate in candidates {
+            match self.key.public.verify(self.alg, signing_input, &candidate) {
+                Ok(()) => return Ok(candidate),
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::Key(last))
+    }
+}

@@ -1,0 +1,1001 @@
+//! The PKCS#11 side: load the module, pick the token, open a session, log in, find and
+//! generate key pairs, sign. The only module that calls `cryptoki`; it knows nothing of JWT or
+//! HTTP.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+use crate::alg::{Curve, Hash, KeyKind, SignMechanism, ED25519_PARAMS_DER, MIN_RSA_BITS};
+use crate::jwk::{hex, KeyError, PublicKey};
+use crate::secret::Secret;
+use crate::uri::{Pkcs11Uri, TokenFields};
+
+/// Where SoftHSM's module is found on common systems, tried in order when no module is given.
+pub const SOFTHSM_PATHS: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+    "/opt/homebrew/lib/softhsm/libsofthsm2.so",
+];
+
+/// How many times the open sequence is tried when a token answers with one of the transient
+/// errors SoftHSM 2.6 gives under concurrent logins (see [`Error::is_transient`]).
+const OPEN_ATTEMPTS: u32 = 6;
+
+/// Which token to open, and how.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The module; `None` looks for SoftHSM in [`SOFTHSM_PATHS`].
+    pub module: Option<PathBuf>,
+    /// The token label; `None` takes the only token present.
+    pub token_label: Option<String>,
+    /// A `pkcs11:` URI whose token attributes also select the token.
+    pub uri: Option<Pkcs11Uri>,
+    /// Keygen needs a read-write session; signing does not.
+    pub read_write: bool,
+}
+
+/// Which key pair to use: by CKA_LABEL, CKA_ID, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySelector {
+    pub label: Option<Vec<u8>>,
+    pub id: Option<Vec<u8>>,
+}
+
+/// Token facts that are safe to show and log.
+#[derive(Debug, Clone)]
+pub struct TokenDescription {
+    pub label: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub serial: String,
+    pub slot_id: u64,
+    pub login_required: bool,
+    pub protected_authentication_path: bool,
+}
+
+/// CKA_* protection flags of a private key; `None` where the token did not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyFlags {
+    pub sign: Option<bool>,
+    pub sensitive: Option<bool>,
+    pub extractable: Option<bool>,
+    pub always_sensitive: Option<bool>,
+    pub never_extractable: Option<bool>,
+    pub always_authenticate: Option<bool>,
+    pub private: Option<bool>,
+    pub token: Option<bool>,
+}
+
+impl KeyFlags {
+    /// True when the private key is, or once was, extractable: a copy may exist off the token.
+    pub fn may_exist_off_token(&self) -> bool {
+        self.extractable == Some(true)
+            || self.never_extractable == Some(false)
+            || self.always_sensitive == Some(false)
+    }
+}
+
+/// Where the public half of a key pair came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicSource {
+    PublicKeyObject,
+    Certificate,
+    PrivateKeyObject,
+}
+
+/// A key pair on the token: its private key object and its public key.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    pub label: Vec<u8>,
+    pub id: Vec<u8>,
+    pub public: PublicKey,
+    pub public_source: PublicSource,
+    pub certificate: Option<Vec<u8>>,
+    pub flags: KeyFlags,
+    private: Option<ObjectHandle>,
+}
+
+impl KeyPair {
+    /// The label as text, with bytes that are not UTF-8 escaped.
+    pub fn label_text(&self) -> String {
+        escape_bytes(&self.label)
+    }
+
+    pub fn id_hex(&self) -> String {
+        hex(&self.id)
+    }
+}
+
+/// What keygen makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    Rsa { bits: usize },
+    Ec(Curve),
+    Ed25519,
+}
+
+impl From<KeySpec> for KeyKind {
+    fn from(spec: KeySpec) -> KeyKind {
+        match spec {
+            KeySpec::Rsa { bits } => KeyKind::Rsa { bits },
+            KeySpec::Ec(curve) => KeyKind::Ec(curve),
+            KeySpec::Ed25519 => KeyKind::Ed25519,
+        }
+    }
+}
+
+/// An open session on one token.
+pub struct Token {
+    // Declared before `ctx` so the session closes before the module is finalized.
+    session: Session,
+    ctx: Pkcs11,
+    slot: Slot,
+    description: TokenDescription,
+    module_path: PathBuf,
+    mechanisms: OnceCell<Vec<MechanismType>>,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("module", &self.module_path)
+            .field("token", &self.description)
+            .finish()
+    }
+}
+
+impl Token {
+    /// Loads the module, finds the token, opens a session and, when `pin` is given or the
+    /// token has a PIN pad, logs in.
+    ///
+    /// SoftHSM 2.6 rewrites its token file on every C_Login and drops its lock before the
+    /// write lands; a process starting then sees no token or odd errors. Those answers are
+    /// retried a few times from the start (finalize, initialize, find the token, log in). A
+    /// wrong PIN is never retried.
+    pub fn open(options: &OpenOptions, pin: Option<&Secret>) -> Result<Token, Error> {
+        let mut attempt = 1;
+        loop {
+            match Token::open_once(options, pin) {
+                Ok(token) => return Ok(token),
+                Err(err) if err.is_transient() && attempt < OPEN_ATTEMPTS => {
+                    log::info!("token open attempt {attempt} failed transiently ({err}); retrying");
+                    std::thread::sleep(retry_pause(attempt));
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    fn open_once(options: &OpenOptions, pin: Option<&Secret>) -> Result<Token, Error> {
+        let module_path = resolve_module(options.module.as_deref())?;
+        let ctx = load_module(&module_path)?;
+        let (slot, description) = select_token(&ctx, options)?;
+
+        let session = if options.read_write {
+            ctx.open_rw_session(slot)
+        } else {
+            ctx.open_ro_session(slot)
+        }
+        .map_err(|e| Error::ck("C_OpenSession", e))?;
+        log::debug!("opened session on slot {} (token {:?})", slot.id(), description.label);
+
+        let token = Token {
+            session,
+            ctx,
+            slot,
+            description,
+            module_path,
+            mechanisms: OnceCell::new(),
+        };
+        if pin.is_some() || token.description.protected_authentication_path {
+            token.login(pin)?;
+        }
+        Ok(token)
+    }
+
+    pub fn description(&self) -> &TokenDescription {
+        &self.description
+    }
+
+    pub fn module_path(&self) -> &Path {
+        &self.module_path
+    }
+
+    /// Logs the user in once. Already logged in is fine. The PIN is handed to the module and
+    /// dropped (and wiped) right after.
+    fn login(&self, pin: Option<&Secret>) -> Result<(), Error> {
+        let info = self.ctx.get_token_info(self.slot).map_err(|e| Error::ck("C_GetTokenInfo", e))?;
+        if info.user_pin_locked() {
+            return Err(Error::PinLocked);
+        }
+        if !info.user_pin_initialized() {
+            return Err(Error::UserPinNotInitialized { token: self.description.label.clone() });
+        }
+        if info.user_pin_final_try() {
+            return Err(Error::PinFinalTry);
+        }
+        if info.user_pin_count_low() {
+            log::warn!("the token reports that a wrong user PIN was entered recently");
+        }
+
+        let auth = pin.map(|p| AuthPin::from(p.expose().to_owned()));
+        if auth.is_none() && !info.protected_authentication_path() {
+            return Err(Error::PinRequired);
+        }
+        match self.session.login(UserType::User, auth.as_ref()) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                log::debug!("logged in to token {:?}", self.description.label);
+                Ok(())
+            }
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::PinIncorrect),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked),
+            Err(CkError::Pkcs11(RvError::PinLenRange, _)) => Err(Error::PinIncorrect),
+            Err(e) => Err(Error::ck("C_Login", e)),
+        }
+    }
+
+    /// Finds the key pair whose private key matches `selector`. Needs a logged-in session on
+    /// tokens that keep private keys private.
+    pub fn find_key(&self, selector: &KeySelector) -> Result<KeyPair, Error> {
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        template.extend(selector_template(selector));
+        let found = self.find(&template)?;
+        let private = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                // A token that has the public half, but whose private half is hidden, wants a
+                // login first.
+                return Err(Error::KeyNotFound {
+                    wanted: describe_selector(selector),
+                    available: self.private_key_names().unwrap_or_default(),
+                    logged_in: self.is_logged_in(),
+                });
+            }
+            many => {
+                let mut names = Vec::new();
+                for handle in many {
+                    names.push(self.object_name(*handle)?);
+                }
+                return Err(Error::SeveralKeys { wanted: describe_selector(selector), names });
+            }
+        };
+        self.key_pair(private)
+    }
+
+    /// Finds the public half of a key pair without logging in, when the token has a public key
+    /// object or a certificate for it. `Ok(None)` when it has neither.
+    pub fn find_public(&self, selector: &KeySelector) -> Result<Option<KeyPair>, Error> {
+        let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+        template.extend(selector_template(selector));
+        let found = self.find(&template)?;
+        let [handle] = found.as_slice() else {
+            return Ok(None);
+        };
+        let attrs = self.attributes(*handle, &[AttributeType::Label, AttributeType::Id])?;
+        let label = bytes_attr(&attrs, AttributeType::Label).unwrap_or_default();
+        let id = bytes_attr(&attrs, AttributeType::Id).unwrap_or_default();
+        let public = self.public_from_object(*handle)?;
+        Ok(Some(KeyPair {
+            certificate: self.certificate_for(&id)?,
+            label,
+            id,
+            public,
+            public_source: PublicSource::PublicKeyObject,
+            flags: KeyFlags::default(),
+            private: None,
+        }))
+    }
+
+    /// Every key pair whose private key is visible in this session.
+    pub fn list_keys(&self) -> Result<Vec<Result<KeyPair, Error>>, Error> {
+        let handles = self.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])?;
+        Ok(handles.into_iter().map(|h| self.key_pair(h)).collect())
+    }
+
+    fn key_pair(&self, private: ObjectHandle) -> Result<KeyPair, Error> {
+        use AttributeType as A;
+        let wanted = [
+            A::Label,
+            A::Id,
+            A::KeyType,
+            A::Sign,
+            A::Sensitive,
+            A::Extractable,
+            A::AlwaysSensitive,
+            A::NeverExtractable,
+            A::AlwaysAuthenticate,
+            A::Private,
+            A::Token,
+        ];
+        let attrs = self.attributes(private, &wanted)?;
+        let label = bytes_attr(&attrs, A::Label).unwrap_or_default();
+        let id = bytes_attr(&attrs, A::Id).unwrap_or_default();
+        let flag = |t: AttributeType| {
+            attrs.iter().find_map(|a| match (a, t) {
+                (Attribute::Sign(v), A::Sign)
+                | (Attribute::Sensitive(v), A::Sensitive)
+                | (Attribute::Extractable(v), A::Extractable)
+                | (Attribute::AlwaysSensitive(v), A::AlwaysSensitive)
+                | (Attribute::NeverExtractable(v), A::NeverExtractable)
+                | (Attribute::AlwaysAuthenticate(v), A::AlwaysAuthenticate)
+                | (Attribute::Private(v), A::Private)
+                | (Attribute::Token(v), A::Token) => Some(*v),
+                _ => None,
+            })
+        };
+        let flags = KeyFlags {
+            sign: flag(A::Sign),
+            sensitive: flag(A::Sensitive),
+            extractable: flag(A::Extractable),
+            always_sensitive: flag(A::AlwaysSensitive),
+            never_extractable: flag(A::NeverExtractable),
+            always_authenticate: flag(A::AlwaysAuthenticate),
+            private: flag(A::Private),
+            token: flag(A::Token),
+        };
+        let key_type = attrs.iter().find_map(|a| match a {
+            Attribute::KeyType(k) => Some(*k),
+            _ => None,
+        });
+
+        let (public, public_source, certificate) = self.public_for(private, key_type, &label, &id)?;
+        Ok(KeyPair {
+            label,
+            id,
+            public,
+            public_source,
+            certificate,
+            flags,
+            private: Some(private),
+        })
+    }
+
+    /// The public key of a private key object: from the public key object with the same
+    /// CKA_ID, else the certificate with that CKA_ID, else (RSA) the private object's own
+    /// CKA_MODULUS and CKA_PUBLIC_EXPONENT.
+    fn public_for(
+        &self,
+        private: ObjectHandle,
+        key_type: Option<KeyType>,
+        label: &[u8],
+        id: &[u8],
+    ) -> Result<(PublicKey, PublicSource, Option<Vec<u8>>), Error> {
+        let certificate = self.certificate_for(id)?;
+        let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+        if id.is_empty() {
+            template.push(Attribute::Label(label.to_vec()));
+        } else {
+            template.push(Attribute::Id(id.to_vec()));
+        }
+        if let [handle] = self.find(&template)?.as_slice() {
+            let public = self.public_from_object(*handle)?;
+            return Ok((public, PublicSource::PublicKeyObject, certificate));
+        }
+        if let Some(cert) = &certificate {
+            let public = PublicKey::from_certificate(cert).map_err(Error::Key)?;
+            return Ok((public, PublicSource::Certificate, certificate));
+        }
+        if key_type == Some(KeyType::RSA) {
+            let attrs =
+                self.attributes(private, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
+            let n = bytes_attr(&attrs, AttributeType::Modulus);
+            let e = bytes_attr(&attrs, AttributeType::PublicExponent);
+            if let (Some(n), Some(e)) = (n, e) {
+                let public = PublicKey::rsa(&n, &e).map_err(Error::Key)?;
+                return Ok((public, PublicSource::PrivateKeyObject, None));
+            }
+        }
+        Err(Error::NoPublicKey { key: describe_object(label, id) })
+    }
+
+    fn certificate_for(&self, id: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        let template = [Attribute::Class(ObjectClass::CERTIFICATE), Attribute::Id(id.to_vec())];
+        let Some(handle) = self.find(&template)?.first().copied() else {
+            return Ok(None);
+        };
+        let attrs = self.attributes(handle, &[AttributeType::Value])?;
+        Ok(bytes_attr(&attrs, AttributeType::Value))
+    }
+
+    fn public_from_object(&self, handle: ObjectHandle) -> Result<PublicKey, Error> {
+        use AttributeType as A;
+        let attrs = self.attributes(handle, &[A::KeyType])?;
+        let key_type = attrs.iter().find_map(|a| match a {
+            Attribute::KeyType(k) => Some(*k),
+            _ => None,
+        });
+        match key_type {
+            Some(KeyType::RSA) => {
+                let attrs = self.attributes(handle, &[A::Modulus, A::PublicExponent])?;
+                let n = bytes_attr(&attrs, A::Modulus).unwrap_or_default();
+                let e = bytes_attr(&attrs, A::PublicExponent).unwrap_or_default();
+                PublicKey::rsa(&n, &e).map_err(Error::Key)
+            }
+            Some(KeyType::EC) | Some(KeyType::EC_EDWARDS) => {
+                let attrs = self.attributes(handle, &[A::EcParams, A::EcPoint])?;
+                let params = bytes_attr(&attrs, A::EcParams).unwrap_or_default();
+                let point = bytes_attr(&attrs, A::EcPoint).unwrap_or_default();
+                PublicKey::ec(&params, &point).map_err(Error::Key)
+            }
+            other => Err(Error::Key(KeyError::Unsupported(format!(
+                "key type {}",
+                other.map(|k| k.to_string()).unwrap_or_else(|| "unknown".into())
+            )))),
+        }
+    }
+
+    /// Generates a key pair on the token: the private key can sign and can never leave the
+    /// token. Refuses a label already in use; on any failure after C_GenerateKeyPair, destroys
+    /// what it made.
+    pub fn generate(&self, spec: KeySpec, label: &str) -> Result<KeyPair, Error> {
+        if let KeySpec::Rsa { bits } = spec {
+            if bits < MIN_RSA_BITS {
+                return Err(Error::Key(KeyError::Unsupported(format!(
+                    "RSA keys of {bits} bits; use --bits 2048, 3072 or 4096"
+                ))));
+            }
+        }
+        let label_bytes = label.as_bytes().to_vec();
+        if !self.find(&[Attribute::Label(label_bytes.clone())])?.is_empty() {
+            return Err(Error::LabelExists { label: label.to_owned() });
+        }
+        let id = uuid::Uuid::new_v4().as_bytes().to_vec();
+
+        let common = |private: bool| {
+            vec![
+                Attribute::Token(true),
+                Attribute::Private(private),
+                Attribute::Label(label_bytes.clone()),
+                Attribute::Id(id.clone()),
+            ]
+        };
+        let mut public_template = common(false);
+        public_template.push(Attribute::Verify(true));
+        let mut private_template = common(true);
+        private_template.extend([
+            Attribute::Sign(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+        ]);
+        let mechanism = match spec {
+            KeySpec::Rsa { bits } => {
+                public_template.push(Attribute::ModulusBits((bits as u64).into()));
+                public_template.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+            KeySpec::Ec(curve) => {
+                public_template.push(Attribute::EcParams(curve.params_der().to_vec()));
+                Mechanism::EccKeyPairGen
+            }
+            KeySpec::Ed25519 => {
+                public_template.push(Attribute::EcParams(ED25519_PARAMS_DER.to_vec()));
+                Mechanism::EccEdwardsKeyPairGen
+            }
+        };
+
+        let (public, private) = self
+            .session
+            .generate_key_pair(&mechanism, &public_template, &private_template)
+            .map_err(|e| Error::ck("C_GenerateKeyPair", e))?;
+        match self.key_pair(private) {
+            Ok(pair) => Ok(pair),
+            Err(err) => {
+                // Leave nothing half-made behind.
+                let _ = self.session.destroy_object(private);
+                let _ = self.session.destroy_object(public);
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether the token offers a mechanism; the list is read once per session.
+    pub fn has_mechanism(&self, mechanism: SignMechanism) -> Result<bool, Error> {
+        if self.mechanisms.get().is_none() {
+            let list = self
+                .ctx
+                .get_mechanism_list(self.slot)
+                .map_err(|e| Error::ck("C_GetMechanismList", e))?;
+            let _ = self.mechanisms.set(list);
+        }
+        let wanted = mechanism_type(mechanism);
+        Ok(self.mechanisms.get().is_some_and(|list| list.contains(&wanted)))
+    }
+
+    /// C_Sign with `mechanism` over `data` (already a digest for the digest mechanisms).
+    pub fn sign(
+        &self,
+        key: &KeyPair,
+        mechanism: SignMechanism,
+        data: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let handle = key.private.ok_or_else(|| Error::NoPrivateKey {
+            key: describe_object(&key.label, &key.id),
+        })?;
+        let pss = |h: Hash| PkcsPssParams {
+            hash_alg: hash_mechanism(h),
+            mgf: mgf1(h),
+            s_len: (h.len() as u64).into(),
+        };
+        let ck_mechanism = match mechanism {
+            SignMechanism::RsaPkcs(_) => Mechanism::RsaPkcs,
+            SignMechanism::RsaPkcsPss(h) => Mechanism::RsaPkcsPss(pss(h)),
+            SignMechanism::Ecdsa(_) => Mechanism::Ecdsa,
+            SignMechanism::EdDsa => Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            SignMechanism::ShaRsaPkcs(Hash::Sha256) => Mechanism::Sha256RsaPkcs,
+            SignMechanism::ShaRsaPkcs(Hash::Sha384) => Mechanism::Sha384RsaPkcs,
+            SignMechanism::ShaRsaPkcs(Hash::Sha512) => Mechanism::Sha512RsaPkcs,
+            SignMechanism::ShaRsaPkcsPss(Hash::Sha256) => Mechanism::Sha256RsaPkcsPss(pss(Hash::Sha256)),
+            SignMechanism::ShaRsaPkcsPss(Hash::Sha384) => Mechanism::Sha384RsaPkcsPss(pss(Hash::Sha384)),
+            SignMechanism::ShaRsaPkcsPss(Hash::Sha512) => Mechanism::Sha512RsaPkcsPss(pss(Hash::Sha512)),
+            SignMechanism::EcdsaSha(Hash::Sha256) => Mechanism::EcdsaSha256,
+            SignMechanism::EcdsaSha(Hash::Sha384) => Mechanism::EcdsaSha384,
+            SignMechanism::EcdsaSha(Hash::Sha512) => Mechanism::EcdsaSha512,
+        };
+        self.session.sign(&ck_mechanism, handle, data).map_err(|e| match e {
+            CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _) => Error::NotSigningKey {
+                key: describe_object(&key.label, &key.id),
+            },
+            CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
+            e => Error::ck("C_Sign", e),
+        })
+    }
+
+    fn is_logged_in(&self) -> bool {
+        use cryptoki::session::SessionState;
+        matches!(
+            self.session.get_session_info().map(|i| i.session_state()),
+            Ok(SessionState::RoUser | SessionState::RwUser)
+        )
+    }
+
+    fn find(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Error> {
+        self.session.find_objects(template).map_err(|e| Error::ck("C_FindObjects", e))
+    }
+
+    fn attributes(
+        &self,
+        handle: ObjectHandle,
+        types: &[AttributeType],
+    ) -> Result<Vec<Attribute>, Error> {
+        self.session
+            .get_attributes(handle, types)
+            .map_err(|e| Error::ck("C_GetAttributeValue", e))
+    }
+
+    fn object_name(&self, handle: ObjectHandle) -> Result<String, Error> {
+        let attrs = self.attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
+        let label = bytes_attr(&attrs, AttributeType::Label).unwrap_or_default();
+        let id = bytes_attr(&attrs, AttributeType::Id).unwrap_or_default();
+        Ok(describe_object(&label, &id))
+    }
+
+    fn private_key_names(&self) -> Result<Vec<String>, Error> {
+        let handles = self.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])?;
+        handles.into_iter().map(|h| self.object_name(h)).collect()
+    }
+}
+
+fn retry_pause(attempt: u32) -> Duration {
+    // Jitter from the clock's nanoseconds is enough to spread processes that started together.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let base = 15 * u64::from(attempt);
+    Duration::from_millis(base + u64::from(nanos % 40))
+}
+
+fn resolve_module(module: Option<&Path>) -> Result<PathBuf, Error> {
+    if let Some(path) = module {
+        if !path.exists() {
+            return Err(Error::ModuleMissing { path: path.to_owned() });
+        }
+        return Ok(path.to_owned());
+    }
+    SOFTHSM_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(Error::NoDefaultModule)
+}
+
+fn load_module(path: &Path) -> Result<Pkcs11, Error> {
+    let ctx = Pkcs11::new(path).map_err(|e| match e {
+        CkError::MissingSymbol(_) => Error::NotPkcs11Module { path: path.to_owned() },
+        CkError::LibraryLoading(e) => {
+            Error::ModuleLoad { path: path.to_owned(), detail: e.to_string() }
+        }
+        e => Error::ModuleLoad { path: path.to_owned(), detail: e.to_string() },
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Err(CkError::Pkcs11(rv, _)) => Err(Error::Initialize { path: path.to_owned(), rv: ckr(rv) }),
+        Err(e) => Err(Error::ModuleLoad { path: path.to_owned(), detail: e.to_string() }),
+    }
+}
+
+fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescription), Error> {
+    let slots = ctx.get_slots_with_token().map_err(|e| Error::ck("C_GetSlotList", e))?;
+    let mut all = Vec::new();
+    for slot in slots {
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            // A slot whose token went away between the two calls is simply not a candidate.
+            Err(CkError::Pkcs11(RvError::TokenNotPresent | RvError::TokenNotRecognized, _)) => {
+                continue
+            }
+            Err(e) => return Err(Error::ck("C_GetTokenInfo", e)),
+        };
+        if !info.token_initialized() {
+            continue;
+        }
+        let description = TokenDescription {
+            label: info.label().to_owned(),
+            manufacturer: info.manufacturer_id().to_owned(),
+            model: info.model().to_owned(),
+            serial: info.serial_number().to_owned(),
+            slot_id: slot.id(),
+            login_required: info.login_required(),
+            protected_authentication_path: info.protected_authentication_path(),
+        };
+        all.push((slot, description));
+    }
+    if all.is_empty() {
+        return Err(Error::NoToken);
+    }
+
+    let matches: Vec<&(Slot, TokenDescription)> = all
+        .iter()
+        .filter(|(_, d)| options.token_label.as_deref().is_none_or(|l| l == d.label))
+        .filter(|(_, d)| {
+            options.uri.as_ref().is_none_or(|uri| {
+                uri.matches_token(&TokenFields {
+                    label: &d.label,
+                    manufacturer: &d.manufacturer,
+                    serial: &d.serial,
+                    model: &d.model,
+                })
+            })
+        })
+        .collect();
+    let names = |list: &[&(Slot, TokenDescription)]| -> Vec<String> {
+        list.iter().map(|(_, d)| describe_token(d)).collect()
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::TokenNotFound {
+            wanted: describe_token_wanted(options),
+            available: names(&all.iter().collect::<Vec<_>>()),
+        }),
+        many => Err(Error::SeveralTokens { names: names(many) }),
+    }
+}
+
+fn describe_token(d: &TokenDescription) -> String {
+    format!("token {:?} (serial {}, slot {})", d.label, d.serial, d.slot_id)
+}
+
+fn describe_token_wanted(options: &OpenOptions) -> String {
+    match (&options.token_label, &options.uri) {
+        (Some(label), _) => format!("token {label:?}"),
+        (None, Some(uri)) => format!("a token matching {uri}"),
+        (None, None) => "a token".into(),
+    }
+}
+
+fn selector_template(selector: &KeySelector) -> Vec<Attribute> {
+    let mut template = Vec::new();
+    if let Some(label) = &selector.label {
+        template.push(Attribute::Label(label.clone()));
+    }
+    if let Some(id) = &selector.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    template
+}
+
+fn describe_selector(selector: &KeySelector) -> String {
+    match (&selector.label, &selector.id) {
+        (Some(l), Some(i)) => format!("label {:?} and id {}", escape_bytes(l), hex(i)),
+        (Some(l), None) => format!("label {:?}", escape_bytes(l)),
+        (None, Some(i)) => format!("id {}", hex(i)),
+        (None, None) => "any key".into(),
+    }
+}
+
+fn describe_object(label: &[u8], id: &[u8]) -> String {
+    format!("{:?} (id {})", escape_bytes(label), hex(id))
+}
+
+/// Text as it is when it is UTF-8 without control characters, escaped otherwise, so that
+/// labels from a device cannot drive the terminal.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_owned(),
+        _ => bytes.escape_ascii().to_string(),
+    }
+}
+
+fn bytes_attr(attrs: &[Attribute], wanted: AttributeType) -> Option<Vec<u8>> {
+    attrs.iter().find_map(|a| match (a, wanted) {
+        (Attribute::Label(v), AttributeType::Label)
+        | (Attribute::Id(v), AttributeType::Id)
+        | (Attribute::Modulus(v), AttributeType::Modulus)
+        | (Attribute::PublicExponent(v), AttributeType::PublicExponent)
+        | (Attribute::EcParams(v), AttributeType::EcParams)
+        | (Attribute::EcPoint(v), AttributeType::EcPoint)
+        | (Attribute::Value(v), AttributeType::Value) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+fn hash_mechanism(h: Hash) -> MechanismType {
+    match h {
+        Hash::Sha256 => MechanismType::SHA256,
+        Hash::Sha384 => MechanismType::SHA384,
+        Hash::Sha512 => MechanismType::SHA512,
+    }
+}
+
+fn mgf1(h: Hash) -> PkcsMgfType {
+    match h {
+        Hash::Sha256 => PkcsMgfType::MGF1_SHA256,
+        Hash::Sha384 => PkcsMgfType::MGF1_SHA384,
+        Hash::Sha512 => PkcsMgfType::MGF1_SHA512,
+    }
+}
+
+fn mechanism_type(mechanism: SignMechanism) -> MechanismType {
+    use SignMechanism::*;
+    match mechanism {
+        RsaPkcs(_) => MechanismType::RSA_PKCS,
+        RsaPkcsPss(_) => MechanismType::RSA_PKCS_PSS,
+        Ecdsa(_) => MechanismType::ECDSA,
+        EdDsa => MechanismType::EDDSA,
+        ShaRsaPkcs(Hash::Sha256) => MechanismType::SHA256_RSA_PKCS,
+        ShaRsaPkcs(Hash::Sha384) => MechanismType::SHA384_RSA_PKCS,
+        ShaRsaPkcs(Hash::Sha512) => MechanismType::SHA512_RSA_PKCS,
+        ShaRsaPkcsPss(Hash::Sha256) => MechanismType::SHA256_RSA_PKCS_PSS,
+        ShaRsaPkcsPss(Hash::Sha384) => MechanismType::SHA384_RSA_PKCS_PSS,
+        ShaRsaPkcsPss(Hash::Sha512) => MechanismType::SHA512_RSA_PKCS_PSS,
+        EcdsaSha(Hash::Sha256) => MechanismType::ECDSA_SHA256,
+        EcdsaSha(Hash::Sha384) => MechanismType::ECDSA_SHA384,
+        EcdsaSha(Hash::Sha512) => MechanismType::ECDSA_SHA512,
+    }
+}
+
+/// The spec's name for a return value: `PinIncorrect` -> `CKR_PIN_INCORRECT`.
+fn ckr(rv: RvError) -> String {
+    let debug = format!("{rv:?}");
+    let mut out = String::from("CKR");
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// What went wrong on the PKCS#11 side. Each message says what to do next.
+#[derive(Debug)]
+pub enum Error {
+    ModuleMissing { path: PathBuf },
+    NoDefaultModule,
+    ModuleLoad { path: PathBuf, detail: String },
+    NotPkcs11Module { path: PathBuf },
+    Initialize { path: PathBuf, rv: String },
+    NoToken,
+    TokenNotFound { wanted: String, available: Vec<String> },
+    SeveralTokens { names: Vec<String> },
+    UserPinNotInitialized { token: String },
+    PinRequired,
+    PinIncorrect,
+    PinLocked,
+    PinFinalTry,
+    KeyNotFound { wanted: String, available: Vec<String>, logged_in: bool },
+    SeveralKeys { wanted: String, names: Vec<String> },
+    NoPublicKey { key: String },
+    NoPrivateKey { key: String },
+    NotSigningKey { key: String },
+    LabelExists { label: String },
+    MechanismMissing { alg: String, wanted: Vec<&'static str> },
+    DeviceLost { function: &'static str, rv: String },
+    Key(KeyError),
+    Call { function: &'static str, rv: String },
+}
+
+impl Error {
+    fn ck(function: &'static str, e: CkError) -> Error {
+        match e {
+            CkError::Pkcs11(
+                rv @ (RvError::DeviceRemoved
+                | RvError::SessionHandleInvalid
+                | RvError::TokenNotPresent
+                | RvError::DeviceError
+                | RvError::SessionClosed),
+                _,
+            ) => Error::DeviceLost { function, rv: ckr(rv) },
+            CkError::Pkcs11(rv, _) => Error::Call { function, rv: ckr(rv) },
+            other => Error::Call { function, rv: other.to_string() },
+        }
+    }
+
+    /// Answers SoftHSM 2.6 gives while another process rewrites its token file.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::NoToken | Error::TokenNotFound { .. } | Error::UserPinNotInitialized { .. } => {
+                true
+            }
+            Error::Initialize { rv, .. } | Error::Call { rv, .. } => {
+                rv == "CKR_GENERAL_ERROR" || rv == "CKR_USER_PIN_NOT_INITIALIZED"
+            }
+            _ => false,
+        }
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        return "  (none)".into();
+    }
+    items.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n")
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ModuleMissing { path } => write!(
+                f,
+                "PKCS#11 module {} does not exist\n\
+                 check --module / P11JWT_MODULE (for SoftHSM: apt-get install softhsm2)",
+                path.display()
+            ),
+            Error::NoDefaultModule => write!(
+                f,
+                "no PKCS#11 module given and SoftHSM's was not found in the usual places\n\
+                 pass --module PATH or set P11JWT_MODULE to your token's module (.so)"
+            ),
+            Error::ModuleLoad { path, detail } => write!(
+                f,
+                "cannot load PKCS#11 module {}: {detail}\n\
+                 check that it is a shared library for this machine's architecture and that \
+                 its dependencies are installed (ldd shows which are missing)",
+                path.display()
+            ),
+            Error::NotPkcs11Module { path } => write!(
+                f,
+                "{} is a shared library but not a PKCS#11 module (no C_GetFunctionList)\n\
+                 point --module at your token vendor's PKCS#11 module",
+                path.display()
+            ),
+            Error::Initialize { path, rv } => {
+                write!(f, "C_Initialize of {} failed: {rv}", path.display())?;
+                if path.to_string_lossy().contains("softhsm") {
+                    let conf = std::env::var("SOFTHSM2_CONF")
+                        .unwrap_or_else(|_| "/etc/softhsm/softhsm2.conf (default)".into());
+                    write!(
+                        f,
+                        "\nSoftHSM read its configuration from {conf}; check that the file \
+                         exists and that its directories.tokendir exists and is readable"
+                    )?;
+                }
+                Ok(())
+            }
+            Error::NoToken => write!(
+                f,
+                "the PKCS#11 module reports no initialized token\n\
+                 initialize one (SoftHSM: softhsm2-util --init-token --free --label NAME), \
+                 or plug the device in"
+            ),
+            Error::TokenNotFound { wanted, available } => write!(
+                f,
+                "no token matches {wanted}; the tokens present are:\n{}\n\
+                 pass one of those with --token, or a pkcs11: URI with --key",
+                list(available)
+            ),
+            Error::SeveralTokens { names } => write!(
+                f,
+                "several tokens match:\n{}\n\
+                 choose one with --token LABEL, or serial= in a pkcs11: URI",
+                list(names)
+            ),
+            Error::UserPinNotInitialized { token } => write!(
+                f,
+                "the user PIN of token {token:?} is not initialized (CKR_USER_PIN_NOT_INITIALIZED)\n\
+                 set it with your token's tools (SoftHSM: softhsm2-util --init-token ... --pin)"
+            ),
+            Error::PinRequired => write!(
+                f,
+                "this token needs the user PIN to log in\n\
+                 set P11JWT_PIN, pass --pin-file PATH or --pin-stdin, or run on a terminal to be \
+                 prompted"
+            ),
+            Error::PinIncorrect => write!(
+                f,
+                "the token refused the user PIN (CKR_PIN_INCORRECT); it was tried once and will \
+                 not be retried\ncheck the PIN source; a few more wrong tries lock the PIN"
+            ),
+            Error::PinLocked => write!(
+                f,
+                "the user PIN is locked (CKR_PIN_LOCKED / CKF_USER_PIN_LOCKED)\n\
+                 the security officer must unlock or reset it; p11jwt will not try it"
+            ),
+            Error::PinFinalTry => write!(
+                f,
+                "the token says the next wrong user PIN locks it (CKF_USER_PIN_FINAL_TRY); \
+                 p11jwt does not log in in that state\n\
+                 check the PIN and log in once with your token's own tools first"
+            ),
+            Error::KeyNotFound { wanted, available, logged_in } => {
+                write!(f, "no private key with {wanted} on the token; the private keys are:\n")?;
+                write!(f, "{}", list(available))?;
+                if !logged_in {
+                    write!(f, "\n(not logged in: private keys may be hidden until a PIN is given)")?;
+                }
+                write!(f, "\npass one of those with --key, or create one with `p11jwt keygen`")
+            }
+            Error::SeveralKeys { wanted, names } => write!(
+                f,
+                "several private keys match {wanted}:\n{}\n\
+                 choose one by its id (id=%.. in a pkcs11: URI)",
+                list(names)
+            ),
+            Error::NoPublicKey { key } => write!(
+                f,
+                "key {key} has no public key object, no certificate with its CKA_ID, and no \
+                 CKA_MODULUS/CKA_PUBLIC_EXPONENT on the private key\n\
+                 import its public key or certificate with the same CKA_ID"
+            ),
+            Error::NoPrivateKey { key } => write!(
+                f,
+                "key {key} was found without its private key; log in with the user PIN to sign"
+            ),
+            Error::NotSigningKey { key } => write!(
+                f,
+                "the token does not allow key {key} to sign (CKA_SIGN false, \
+                 CKR_KEY_FUNCTION_NOT_PERMITTED)\nuse a signing key, or make one with \
+                 `p11jwt keygen`"
+            ),
+            Error::LabelExists { label } => write!(
+                f,
+                "the token already has objects labelled {label:?}; nothing was generated\n\
+                 choose another --key label (p11jwt keys lists the existing ones)"
+            ),
+            Error::MechanismMissing { alg, wanted } => write!(
+                f,
+                "the token offers none of the mechanisms {alg} needs ({})\n\
+                 choose another --alg, or a key on a token that supports it",
+                wanted.join(" or ")
+            ),
+            Error::DeviceLost { function, rv } => write!(
+                f,
+                "{function} failed: {rv}: the token was removed or the session was lost\n\
+                 reconnect the device and run again"
+            ),
+            Error::Key(e) => write!(f, "{e}"),
+            Error::Call { function, rv } => write!(f, "{function} failed: {rv}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
