@@ -181,6 +181,12 @@ pub fn is_pkcs11_uri(s: &str) -> bool {
 
 impl Pkcs11Uri {
     /// Parses a `pkcs11:` URI (RFC 7512 §2.3).
+    ///
+    /// # Errors
+    ///
+    /// A [`UriError`] naming the attribute and byte offset at fault: not a `pkcs11:` URI,
+    /// malformed syntax or percent-encoding, an unknown or repeated attribute, or a value
+    /// that is not valid for its attribute.
     pub fn parse(input: &str) -> Result<Self, UriError> {
         if !is_pkcs11_uri(input) {
             return Err(UriError::new(UriErrorKind::NotPkcs11Uri, None, 0));
@@ -263,17 +269,17 @@ impl Pkcs11Uri {
     /// §2.5: every token attribute present in the URI equals the token's field. CK_TOKEN_INFO
     /// strings are blank-padded (PKCS#11 base spec), so trailing blanks are ignored on both sides.
     pub fn matches_token(&self, t: &TokenFields<'_>) -> bool {
-        text_matches(&self.token, t.label)
-            && text_matches(&self.manufacturer, t.manufacturer)
-            && text_matches(&self.serial, t.serial)
-            && text_matches(&self.model, t.model)
+        text_matches(self.token.as_deref(), t.label)
+            && text_matches(self.manufacturer.as_deref(), t.manufacturer)
+            && text_matches(self.serial.as_deref(), t.serial)
+            && text_matches(self.model.as_deref(), t.model)
     }
 
     /// §2.5: every slot attribute present in the URI equals the slot's (CK_SLOT_INFO).
     pub fn matches_slot(&self, slot_id: u64, description: &str, manufacturer: &str) -> bool {
         value_matches(self.slot_id, slot_id)
-            && text_matches(&self.slot_description, description)
-            && text_matches(&self.slot_manufacturer, manufacturer)
+            && text_matches(self.slot_description.as_deref(), description)
+            && text_matches(self.slot_manufacturer.as_deref(), manufacturer)
     }
 
     /// §2.5: every library attribute present in the URI equals the module's (CK_INFO).
@@ -283,8 +289,8 @@ impl Pkcs11Uri {
         description: &str,
         version: (u8, u8),
     ) -> bool {
-        text_matches(&self.library_manufacturer, manufacturer)
-            && text_matches(&self.library_description, description)
+        text_matches(self.library_manufacturer.as_deref(), manufacturer)
+            && text_matches(self.library_description.as_deref(), description)
             && value_matches(self.library_version, version)
     }
 
@@ -382,20 +388,20 @@ impl fmt::Display for Pkcs11Uri {
     /// The canonical form. `pin-value` is never written, whatever the caller intends.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut path = Parts::new(PATH_SET);
-        path.text("token", &self.token);
-        path.text("manufacturer", &self.manufacturer);
-        path.text("serial", &self.serial);
-        path.text("model", &self.model);
-        path.text("library-manufacturer", &self.library_manufacturer);
-        path.text("library-description", &self.library_description);
+        path.text("token", self.token.as_deref());
+        path.text("manufacturer", self.manufacturer.as_deref());
+        path.text("serial", self.serial.as_deref());
+        path.text("model", self.model.as_deref());
+        path.text("library-manufacturer", self.library_manufacturer.as_deref());
+        path.text("library-description", self.library_description.as_deref());
         if let Some((major, minor)) = self.library_version {
             path.raw("library-version", format_args!("{major}.{minor}"));
         }
         if let Some(slot_id) = self.slot_id {
             path.raw("slot-id", slot_id);
         }
-        path.text("slot-description", &self.slot_description);
-        path.text("slot-manufacturer", &self.slot_manufacturer);
+        path.text("slot-description", self.slot_description.as_deref());
+        path.text("slot-manufacturer", self.slot_manufacturer.as_deref());
         if let Some(object) = &self.object {
             path.raw("object", percent_encode(object, PATH_SET));
         }
@@ -407,9 +413,9 @@ impl fmt::Display for Pkcs11Uri {
         }
 
         let mut query = Parts::new(QUERY_SET);
-        query.text("module-name", &self.module_name);
-        query.text("module-path", &self.module_path);
-        query.text("pin-source", &self.pin_source);
+        query.text("module-name", self.module_name.as_deref());
+        query.text("module-path", self.module_path.as_deref());
+        query.text("pin-source", self.pin_source.as_deref());
 
         write!(f, "{SCHEME}{}", path.parts.join(";"))?;
         if !query.parts.is_empty() {
@@ -439,7 +445,7 @@ impl Parts {
     }
 
     /// A text value, percent-encoded for this component.
-    fn text(&mut self, name: &str, value: &Option<String>) {
+    fn text(&mut self, name: &str, value: Option<&str>) {
         if let Some(value) = value {
             self.raw(name, percent_encode(value.as_bytes(), self.set));
         }
@@ -944,7 +950,12 @@ fn decimal(s: &str) -> Option<u64> {
 
 /// `%XX` for every byte, as p11tool and OpenSSL print CKA_ID (uppercase, RFC 3986 §2.1).
 fn encode_every_byte(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+    let mut out = String::with_capacity(3 * bytes.len());
+    for b in bytes {
+        out.push('%');
+        out.push_str(&format!("{b:02X}"));
+    }
+    out
 }
 
 /// CK_TOKEN_INFO and CK_SLOT_INFO strings are blank-padded; some modules pad with NULs.
@@ -953,9 +964,8 @@ fn unpad(s: &str) -> &str {
 }
 
 /// §2.5: an absent attribute matches anything; a present one must equal, padding aside.
-fn text_matches(want: &Option<String>, have: &str) -> bool {
-    want.as_deref()
-        .map_or(true, |want| unpad(want) == unpad(have))
+fn text_matches(want: Option<&str>, have: &str) -> bool {
+    want.map_or(true, |want| unpad(want) == unpad(have))
 }
 
 fn value_matches<T: PartialEq>(want: Option<T>, have: T) -> bool {
@@ -1610,60 +1620,26 @@ mod tests {
 
     #[test]
     fn random_inputs_do_not_panic_and_round_trip() {
-        const PIECES: [&str; 40] = [
-            "pkcs11:",
-            "PKCS11:",
-            ";",
-            ";",
-            "?",
-            "&",
-            "=",
-            "=",
-            "%",
-            "%2",
-            "%zz",
-            "%41",
-            "%C3%A1",
-            "%FF",
-            "%00",
-            "token",
-            "object",
-            "id",
-            "type",
-            "private",
-            "slot-id",
-            "123",
-            "18446744073709551616",
-            "library-version",
-            "1.2",
-            "256",
-            "x-v",
-            "pin-value",
-            "pin-source",
-            "module-path",
-            "/lib.so",
-            "module-name",
-            " ",
-            "\u{e1}",
-            "\n",
-            "-",
-            ".",
-            "serial",
-            "#",
-            "Token",
-        ];
+        // Pieces joined by `|`; `\` continuations drop the next line's indentation.
+        let pieces: Vec<&str> = "pkcs11:|PKCS11:|;|;|?|&|=|=|%|%2|%zz|%41|%C3%A1|%FF|%00|token|\
+             object|id|type|private|slot-id|123|18446744073709551616|library-version|1.2|256|\
+             x-v|pin-value|pin-source|module-path|/lib.so|module-name| |\u{e1}|\n|-|.|serial|#|\
+             Token"
+            .split('|')
+            .collect();
         let mut state = 0x9e37_79b9_7f4a_7c15;
         let mut parsed = 0;
         for _ in 0..50_000 {
             let len = next(&mut state) % 12;
-            let mut input = String::from(if next(&mut state) % 8 == 0 {
+            let scheme = if next(&mut state) % 8 == 0 {
                 ""
             } else {
                 "pkcs11:"
-            });
+            };
+            let mut input = String::from(scheme);
             for _ in 0..len {
-                let pick = next(&mut state) % PIECES.len() as u64;
-                input.push_str(PIECES.get(pick as usize).copied().unwrap_or_default());
+                let pick = usize::try_from(next(&mut state)).unwrap_or_default() % pieces.len();
+                input.push_str(pieces.get(pick).copied().unwrap_or_default());
             }
 
             let Ok(uri) = Pkcs11Uri::parse(&input) else {
