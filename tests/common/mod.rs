@@ -1,0 +1,2 @@
+pub mod standin;
+pub mod softhsm;
