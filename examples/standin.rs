@@ -457,6 +457,9 @@ impl Tenant {
             ErrorKind::InvalidAudience => self.invalid_audience(),
             ErrorKind::MissingRequiredClaim(claim) => format!("{claim} is missing"),
             ErrorKind::InvalidClaimFormat(claim) => format!("{claim} is not a NumericDate"),
+            ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
+                "the JWK registered under kid is not a valid public key".to_owned()
+            }
             _ => format!("assertion is malformed: {error}"),
         };
         Refusal::invalid_client(description)

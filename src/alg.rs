@@ -127,7 +127,10 @@ impl Alg {
 
     /// The algorithms a key can produce, in the order they are usually preferred.
     pub fn fitting(kind: KeyKind) -> Vec<Alg> {
-        ALL.iter().copied().filter(|alg| alg.check_key(kind).is_ok()).collect()
+        ALL.iter()
+            .copied()
+            .filter(|alg| alg.check_key(kind).is_ok())
+            .collect()
     }
 
     /// Whether this `alg` can be made with `kind`; the error names the key and what it can do.
@@ -189,6 +192,8 @@ impl FromStr for Alg {
 }
 
 impl Hash {
+    /// Digest length in bytes. (A digest size, not a container: no `is_empty`.)
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             Hash::Sha256 => 32,
@@ -318,8 +323,14 @@ impl SignMechanism {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlgError {
     Unknown(String),
-    RsaTooSmall { bits: usize },
-    KeyMismatch { alg: Alg, kind: KeyKind, fitting: Vec<Alg> },
+    RsaTooSmall {
+        bits: usize,
+    },
+    KeyMismatch {
+        alg: Alg,
+        kind: KeyKind,
+        fitting: Vec<Alg>,
+    },
 }
 
 impl fmt::Display for AlgError {
@@ -340,7 +351,11 @@ impl fmt::Display for AlgError {
                     f,
                     "alg {alg} does not fit this {kind} key; it can make {}\n\
                      pass one of those with --alg, or choose another key",
-                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
                 )
             }
         }
@@ -371,7 +386,9 @@ mod tests {
 
     #[test]
     fn refuses_rsa_under_2048_bits() {
-        let err = Alg::RS256.check_key(KeyKind::Rsa { bits: 1024 }).unwrap_err();
+        let err = Alg::RS256
+            .check_key(KeyKind::Rsa { bits: 1024 })
+            .unwrap_err();
         assert_eq!(err, AlgError::RsaTooSmall { bits: 1024 });
     }
 

@@ -50,7 +50,10 @@ pub struct Assertion {
 /// Builds, signs and serializes one assertion with a fresh `jti`.
 pub fn mint<S: JwsSigner>(signer: &S, request: &Request<'_>) -> Result<Assertion, S::Error> {
     // RFC 7519 §2 NumericDate, floored: servers reject an `iat` even a second in the future.
-    let iat = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let exp = iat.saturating_add(request.lifetime);
     let jti = uuid::Uuid::new_v4().to_string();
 
@@ -105,9 +108,15 @@ pub fn ecdsa_jws_candidates(curve: Curve, signature: &[u8]) -> Vec<Vec<u8>> {
 /// length (RFC 7518 §3.4). Uses the curve crates' own strict DER decoders.
 fn ecdsa_der_to_raw(curve: Curve, der: &[u8]) -> Option<Vec<u8>> {
     match curve {
-        Curve::P256 => p256::ecdsa::Signature::from_der(der).ok().map(|s| s.to_vec()),
-        Curve::P384 => p384::ecdsa::Signature::from_der(der).ok().map(|s| s.to_vec()),
-        Curve::P521 => p521::ecdsa::Signature::from_der(der).ok().map(|s| s.to_bytes().to_vec()),
+        Curve::P256 => p256::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_vec()),
+        Curve::P384 => p384::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_vec()),
+        Curve::P521 => p521::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_bytes().to_vec()),
     }
 }
 
@@ -145,12 +154,18 @@ mod tests {
         };
         let a = mint(&Fixed, &req).unwrap();
         let compact = a.compact.expose();
-        assert_eq!(part(compact, 0), json!({"alg":"RS256","kid":"kid-1","typ":"JWT"}));
+        assert_eq!(
+            part(compact, 0),
+            json!({"alg":"RS256","kid":"kid-1","typ":"JWT"})
+        );
         let claims = part(compact, 1);
         assert_eq!(claims["iss"], "cid");
         assert_eq!(claims["sub"], "cid");
         assert_eq!(claims["aud"], "https://t.example/oauth/token");
-        assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            300
+        );
         assert_eq!(claims["jti"], a.jti.as_str());
         assert_eq!(compact.split('.').nth(2), Some("AQID"));
         assert_ne!(mint(&Fixed, &req).unwrap().jti, a.jti);

@@ -59,18 +59,25 @@ impl PinSource {
                 std::io::stdin()
                     .lock()
                     .read_line(&mut line)
-                    .map_err(|e| Error::PinRead { what: "standard input".into(), detail: e.to_string() })?;
+                    .map_err(|e| Error::PinRead {
+                        what: "standard input".into(),
+                        detail: e.to_string(),
+                    })?;
                 Secret::new(line.trim_end_matches(['\r', '\n']).to_owned())
             }
             PinSource::Prompt => {
                 let prompt = format!("User PIN for token {token_label:?}: ");
-                let value = rpassword::prompt_password(prompt)
-                    .map_err(|e| Error::PinRead { what: "the terminal".into(), detail: e.to_string() })?;
+                let value = rpassword::prompt_password(prompt).map_err(|e| Error::PinRead {
+                    what: "the terminal".into(),
+                    detail: e.to_string(),
+                })?;
                 Secret::new(value)
             }
         };
         if pin.is_empty() {
-            return Err(Error::EmptyPin { source: self.to_string() });
+            return Err(Error::EmptyPin {
+                source: self.to_string(),
+            });
         }
         Ok(Some(pin))
     }
@@ -92,20 +99,25 @@ impl fmt::Display for PinSource {
 /// refuses a private key file with loose permissions.
 fn read_pin_file(path: &Path) -> Result<Secret, Error> {
     let what = || format!("PIN file {}", path.display());
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::PinRead { what: what(), detail: e.to_string() })?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::PinRead {
+        what: what(),
+        detail: e.to_string(),
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::LoosePermissions { path: path.to_owned(), mode });
+            return Err(Error::LoosePermissions {
+                path: path.to_owned(),
+                mode,
+            });
         }
     }
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| Error::PinRead { what: what(), detail: e.to_string() })?,
-    );
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::PinRead {
+        what: what(),
+        detail: e.to_string(),
+    })?);
     let first = text.lines().next().unwrap_or("");
     Ok(Secret::new(first.to_owned()))
 }
@@ -121,7 +133,9 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::PinRead { what, detail } => write!(f, "cannot read the PIN from {what}: {detail}"),
+            Error::PinRead { what, detail } => {
+                write!(f, "cannot read the PIN from {what}: {detail}")
+            }
             Error::PinEnvNotUnicode => write!(f, "{PIN_ENV} is not valid UTF-8"),
             Error::EmptyPin { source } => write!(
                 f,

@@ -20,7 +20,11 @@ pub enum PublicKey {
     /// Modulus and exponent, big-endian, without leading zero octets (RFC 7518 §6.3.1).
     Rsa { n: Vec<u8>, e: Vec<u8> },
     /// Affine coordinates, each exactly the curve's field length (RFC 7518 §6.2.1.2).
-    Ec { curve: Curve, x: Vec<u8>, y: Vec<u8> },
+    Ec {
+        curve: Curve,
+        x: Vec<u8>,
+        y: Vec<u8>,
+    },
     /// The 32-byte public key (RFC 8037 §2).
     Ed25519 { x: [u8; 32] },
 }
@@ -41,9 +45,14 @@ impl PublicKey {
         let n = strip_leading_zeros(modulus);
         let e = strip_leading_zeros(exponent);
         if n.is_empty() || e.is_empty() {
-            return Err(KeyError::Malformed("RSA modulus or public exponent is empty".into()));
+            return Err(KeyError::Malformed(
+                "RSA modulus or public exponent is empty".into(),
+            ));
         }
-        Ok(PublicKey::Rsa { n: n.to_vec(), e: e.to_vec() })
+        Ok(PublicKey::Rsa {
+            n: n.to_vec(),
+            e: e.to_vec(),
+        })
     }
 
     /// An EC key from CKA_EC_PARAMS and CKA_EC_POINT. The point may be wrapped in a DER OCTET
@@ -125,7 +134,9 @@ impl PublicKey {
                     .map_err(|_| KeyError::Malformed("Ed25519 key is not 32 bytes".into()))?;
                 Ok(PublicKey::Ed25519 { x })
             }
-            other => Err(KeyError::Unsupported(format!("public key algorithm OID {other}"))),
+            other => Err(KeyError::Unsupported(format!(
+                "public key algorithm OID {other}"
+            ))),
         }
     }
 
@@ -184,9 +195,16 @@ impl PublicKey {
         if let Some(first) = extras.x5c.first() {
             // RFC 7517 §4.7: standard base64 (not url-safe) DER, leaf first.
             use base64::engine::general_purpose::STANDARD;
-            let chain: Vec<Value> = extras.x5c.iter().map(|c| STANDARD.encode(c).into()).collect();
+            let chain: Vec<Value> = extras
+                .x5c
+                .iter()
+                .map(|c| STANDARD.encode(c).into())
+                .collect();
             m.insert("x5c".into(), Value::Array(chain));
-            m.insert("x5t#S256".into(), URL_SAFE_NO_PAD.encode(Sha256::digest(first)).into());
+            m.insert(
+                "x5t#S256".into(),
+                URL_SAFE_NO_PAD.encode(Sha256::digest(first)).into(),
+            );
         }
         Value::Object(m)
     }
@@ -206,7 +224,9 @@ impl PublicKey {
                 let hash = alg.hash().ok_or_else(|| bad("not an RSA alg"))?;
                 let digest = hash.digest(message);
                 let scheme_result = match alg {
-                    Alg::RS256 => key.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature),
+                    Alg::RS256 => {
+                        key.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
+                    }
                     Alg::RS384 => {
                         key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), &digest, signature)
                     }
@@ -215,13 +235,19 @@ impl PublicKey {
                     }
                     // RFC 7518 §3.5: salt length equals the hash length; an explicit length
                     // catches devices that ignore sLen.
-                    Alg::PS256 => key.verify(rsa::Pss::new_with_salt::<Sha256>(32), &digest, signature),
-                    Alg::PS384 => {
-                        key.verify(rsa::Pss::new_with_salt::<sha2::Sha384>(48), &digest, signature)
+                    Alg::PS256 => {
+                        key.verify(rsa::Pss::new_with_salt::<Sha256>(32), &digest, signature)
                     }
-                    Alg::PS512 => {
-                        key.verify(rsa::Pss::new_with_salt::<sha2::Sha512>(64), &digest, signature)
-                    }
+                    Alg::PS384 => key.verify(
+                        rsa::Pss::new_with_salt::<sha2::Sha384>(48),
+                        &digest,
+                        signature,
+                    ),
+                    Alg::PS512 => key.verify(
+                        rsa::Pss::new_with_salt::<sha2::Sha512>(64),
+                        &digest,
+                        signature,
+                    ),
                     _ => return Err(bad("not an RSA alg")),
                 };
                 scheme_result.map_err(|_| bad("signature does not verify with the public key"))
@@ -233,17 +259,20 @@ impl PublicKey {
                 let fail = |_| bad("signature does not verify with the public key");
                 match (curve, alg) {
                     (Curve::P256, Alg::ES256) => {
-                        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
+                        let key =
+                            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
                         let sig = p256::ecdsa::Signature::from_slice(signature).map_err(fail)?;
                         key.verify(message, &sig).map_err(fail)
                     }
                     (Curve::P384, Alg::ES384) => {
-                        let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
+                        let key =
+                            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
                         let sig = p384::ecdsa::Signature::from_slice(signature).map_err(fail)?;
                         key.verify(message, &sig).map_err(fail)
                     }
                     (Curve::P521, Alg::ES512) => {
-                        let key = p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
+                        let key =
+                            p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
                         let sig = p521::ecdsa::Signature::from_slice(signature).map_err(fail)?;
                         key.verify(message, &sig).map_err(fail)
                     }
@@ -275,7 +304,10 @@ impl PublicKey {
         if ok {
             Ok(())
         } else {
-            Err(KeyError::Malformed(format!("the {} point is not on the curve", curve.jwk_name())))
+            Err(KeyError::Malformed(format!(
+                "the {} point is not on the curve",
+                curve.jwk_name()
+            )))
         }
     }
 }
@@ -402,7 +434,10 @@ mod tests {
                  t-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnq\
                  DKgw";
         let key = PublicKey::rsa(&b64(n), &b64("AQAB")).unwrap();
-        assert_eq!(key.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            key.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ pub enum Error {
     /// A bad combination of inputs, with what to do about it.
     Usage(String),
     /// An API answered with an HTTP error status.
-    Api { status: u16, summary: String },
+    Api {
+        status: u16,
+        summary: String,
+    },
 }
 
 impl Error {
@@ -90,9 +93,7 @@ impl Error {
                 | T::LabelExists { .. } => exit::KEY,
                 T::Key(jwk::KeyError::BadSignature(_)) => exit::SIGNING,
                 T::Key(_) => exit::KEY,
-                T::MechanismMissing { .. } | T::DeviceLost { .. } | T::Call { .. } => {
-                    exit::SIGNING
-                }
+                T::MechanismMissing { .. } | T::DeviceLost { .. } | T::Call { .. } => exit::SIGNING,
             },
             Error::OAuth(e) => match e {
                 oauth::Error::BadUrl { .. } => exit::USAGE,

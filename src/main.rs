@@ -29,7 +29,11 @@ impl log::Log for StderrLogger {
             log::Level::Info => "info",
             log::Level::Debug | log::Level::Trace => "debug",
         };
-        let _ = writeln!(std::io::stderr().lock(), "p11jwt: {level}: {}", record.args());
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "p11jwt: {level}: {}",
+            record.args()
+        );
     }
 
     fn flush(&self) {}

@@ -28,19 +28,28 @@ pub fn qlik_token_endpoint(tenant: &str) -> String {
 
 /// Accepts `https://` URLs, and `http://` only to loopback addresses (for tests and demos).
 pub fn check_url(url: &str) -> Result<(), Error> {
-    let uri: Uri = url.parse().map_err(|_| Error::BadUrl { url: url.to_owned() })?;
-    let host = uri.host().ok_or_else(|| Error::BadUrl { url: url.to_owned() })?;
+    let uri: Uri = url.parse().map_err(|_| Error::BadUrl {
+        url: url.to_owned(),
+    })?;
+    let host = uri.host().ok_or_else(|| Error::BadUrl {
+        url: url.to_owned(),
+    })?;
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") if is_loopback(host) => Ok(()),
-        _ => Err(Error::InsecureUrl { url: url.to_owned() }),
+        _ => Err(Error::InsecureUrl {
+            url: url.to_owned(),
+        }),
     }
 }
 
 fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        || bare
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// One token request.
@@ -88,7 +97,9 @@ impl Client {
             .max_redirects(0)
             .user_agent(concat!("p11jwt/", env!("CARGO_PKG_VERSION")))
             .build();
-        Client { agent: ureq::Agent::new_with_config(config) }
+        Client {
+            agent: ureq::Agent::new_with_config(config),
+        }
     }
 
     /// Posts the assertion and returns the access token, or the server's error.
@@ -133,8 +144,10 @@ impl Client {
             expires_in: Option<serde_json::Value>,
             scope: Option<String>,
         }
-        let parsed: Success = serde_json::from_str(&text)
-            .map_err(|_| Error::NotJson { status, summary: summarize(&text) })?;
+        let parsed: Success = serde_json::from_str(&text).map_err(|_| Error::NotJson {
+            status,
+            summary: summarize(&text),
+        })?;
         let access_token = parsed.access_token.ok_or(Error::NoAccessToken)?;
         // Some servers send expires_in as a string.
         let expires_in = parsed.expires_in.and_then(|v| match v {
@@ -162,7 +175,10 @@ impl Client {
             .call()
             .map_err(|e| Error::network(url, e))?;
         let status = response.status().as_u16();
-        let body = response.body_mut().read_to_vec().map_err(|e| Error::network(url, e))?;
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .map_err(|e| Error::network(url, e))?;
         Ok(ApiResponse { status, body })
     }
 }
@@ -180,7 +196,10 @@ fn server_error(status: u16, text: &str) -> Error {
             error: e.error,
             description: e.error_description,
         },
-        Err(_) => Error::NotJson { status, summary: summarize(text) },
+        Err(_) => Error::NotJson {
+            status,
+            summary: summarize(text),
+        },
     }
 }
 
@@ -236,17 +255,34 @@ fn hint(error: &str, description: Option<&str>) -> &'static str {
 /// What went wrong on the OAuth side.
 #[derive(Debug)]
 pub enum Error {
-    BadUrl { url: String },
-    InsecureUrl { url: String },
-    Network { url: String, detail: String },
-    Refused { status: u16, error: String, description: Option<String> },
-    NotJson { status: u16, summary: String },
+    BadUrl {
+        url: String,
+    },
+    InsecureUrl {
+        url: String,
+    },
+    Network {
+        url: String,
+        detail: String,
+    },
+    Refused {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+    NotJson {
+        status: u16,
+        summary: String,
+    },
     NoAccessToken,
 }
 
 impl Error {
     fn network(url: &str, e: ureq::Error) -> Error {
-        Error::Network { url: url.to_owned(), detail: e.to_string() }
+        Error::Network {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -264,9 +300,17 @@ impl fmt::Display for Error {
                 "cannot reach {url}: {detail}\n\
                  check the network, the URL, proxy settings (HTTPS_PROXY) and the tenant name"
             ),
-            Error::Refused { status, error, description } => {
+            Error::Refused {
+                status,
+                error,
+                description,
+            } => {
                 let description = description.as_deref().map(crate::escape_for_terminal);
-                write!(f, "token endpoint answered {status} {}", crate::escape_for_terminal(error))?;
+                write!(
+                    f,
+                    "token endpoint answered {status} {}",
+                    crate::escape_for_terminal(error)
+                )?;
                 if let Some(d) = &description {
                     write!(f, ": {d}")?;
                 }
@@ -307,7 +351,10 @@ mod tests {
 
     #[test]
     fn qlik_endpoint_from_tenant() {
-        assert_eq!(qlik_token_endpoint("acme"), "https://acme.qlikcloud.com/oauth/token");
+        assert_eq!(
+            qlik_token_endpoint("acme"),
+            "https://acme.qlikcloud.com/oauth/token"
+        );
         assert_eq!(
             qlik_token_endpoint("acme.eu.qlikcloud.com"),
             "https://acme.eu.qlikcloud.com/oauth/token"
@@ -316,7 +363,10 @@ mod tests {
 
     #[test]
     fn html_error_page_is_summarised() {
-        let e = server_error(502, "<html>\n<head><title>502 Bad Gateway</title></head>\n</html>");
+        let e = server_error(
+            502,
+            "<html>\n<head><title>502 Bad Gateway</title></head>\n</html>",
+        );
         let text = e.to_string();
         assert!(text.contains("502"), "{text}");
         assert!(!text.contains('\n') || text.lines().count() == 2, "{text}");

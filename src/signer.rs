@@ -26,7 +26,8 @@ impl<'t> Signer<'t> {
     ) -> Result<Signer<'t>, Error> {
         let kind = key.public.kind();
         let alg = alg.unwrap_or_else(|| Alg::default_for(kind));
-        alg.check_key(kind).map_err(|e| Error::Key(KeyError::Unsupported(e.to_string())))?;
+        alg.check_key(kind)
+            .map_err(|e| Error::Key(KeyError::Unsupported(e.to_string())))?;
 
         // Prefer hashing here and signing the digest; fall back to the mechanism that hashes on
         // the token when that is all the token offers.
@@ -42,10 +43,20 @@ impl<'t> Signer<'t> {
             alg: alg.to_string(),
             wanted: candidates.iter().map(|m| m.name()).collect(),
         })?;
-        log::debug!("{alg} with {} on key {}", mechanism.name(), key.label_text());
+        log::debug!(
+            "{alg} with {} on key {}",
+            mechanism.name(),
+            key.label_text()
+        );
 
         let kid = kid.unwrap_or_else(|| key.public.thumbprint());
-        Ok(Signer { token, key, alg, kid, mechanism })
+        Ok(Signer {
+            token,
+            key,
+            alg,
+            kid,
+            mechanism,
+        })
     }
 
     pub fn mechanism(&self) -> SignMechanism {

@@ -193,7 +193,11 @@ impl Token {
             ctx.open_ro_session(slot)
         }
         .map_err(|e| Error::ck("C_OpenSession", e))?;
-        log::debug!("opened session on slot {} (token {:?})", slot.id(), description.label);
+        log::debug!(
+            "opened session on slot {} (token {:?})",
+            slot.id(),
+            description.label
+        );
 
         let token = Token {
             session,
@@ -220,12 +224,17 @@ impl Token {
     /// Logs the user in once. Already logged in is fine. The PIN is handed to the module and
     /// dropped (and wiped) right after.
     fn login(&self, pin: Option<&Secret>) -> Result<(), Error> {
-        let info = self.ctx.get_token_info(self.slot).map_err(|e| Error::ck("C_GetTokenInfo", e))?;
+        let info = self
+            .ctx
+            .get_token_info(self.slot)
+            .map_err(|e| Error::ck("C_GetTokenInfo", e))?;
         if info.user_pin_locked() {
             return Err(Error::PinLocked);
         }
         if !info.user_pin_initialized() {
-            return Err(Error::UserPinNotInitialized { token: self.description.label.clone() });
+            return Err(Error::UserPinNotInitialized {
+                token: self.description.label.clone(),
+            });
         }
         if info.user_pin_final_try() {
             return Err(Error::PinFinalTry);
@@ -272,7 +281,10 @@ impl Token {
                 for handle in many {
                     names.push(self.object_name(*handle)?);
                 }
-                return Err(Error::SeveralKeys { wanted: describe_selector(selector), names });
+                return Err(Error::SeveralKeys {
+                    wanted: describe_selector(selector),
+                    names,
+                });
             }
         };
         self.key_pair(private)
@@ -354,7 +366,8 @@ impl Token {
             _ => None,
         });
 
-        let (public, public_source, certificate) = self.public_for(private, key_type, &label, &id)?;
+        let (public, public_source, certificate) =
+            self.public_for(private, key_type, &label, &id)?;
         Ok(KeyPair {
             label,
             id,
@@ -392,8 +405,10 @@ impl Token {
             return Ok((public, PublicSource::Certificate, certificate));
         }
         if key_type == Some(KeyType::RSA) {
-            let attrs =
-                self.attributes(private, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
+            let attrs = self.attributes(
+                private,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?;
             let n = bytes_attr(&attrs, AttributeType::Modulus);
             let e = bytes_attr(&attrs, AttributeType::PublicExponent);
             if let (Some(n), Some(e)) = (n, e) {
@@ -401,14 +416,19 @@ impl Token {
                 return Ok((public, PublicSource::PrivateKeyObject, None));
             }
         }
-        Err(Error::NoPublicKey { key: describe_object(label, id) })
+        Err(Error::NoPublicKey {
+            key: describe_object(label, id),
+        })
     }
 
     fn certificate_for(&self, id: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         if id.is_empty() {
             return Ok(None);
         }
-        let template = [Attribute::Class(ObjectClass::CERTIFICATE), Attribute::Id(id.to_vec())];
+        let template = [
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Id(id.to_vec()),
+        ];
         let Some(handle) = self.find(&template)?.first().copied() else {
             return Ok(None);
         };
@@ -438,7 +458,9 @@ impl Token {
             }
             other => Err(Error::Key(KeyError::Unsupported(format!(
                 "key type {}",
-                other.map(|k| k.to_string()).unwrap_or_else(|| "unknown".into())
+                other
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| "unknown".into())
             )))),
         }
     }
@@ -455,8 +477,13 @@ impl Token {
             }
         }
         let label_bytes = label.as_bytes().to_vec();
-        if !self.find(&[Attribute::Label(label_bytes.clone())])?.is_empty() {
-            return Err(Error::LabelExists { label: label.to_owned() });
+        if !self
+            .find(&[Attribute::Label(label_bytes.clone())])?
+            .is_empty()
+        {
+            return Err(Error::LabelExists {
+                label: label.to_owned(),
+            });
         }
         let id = uuid::Uuid::new_v4().as_bytes().to_vec();
 
@@ -517,7 +544,10 @@ impl Token {
             let _ = self.mechanisms.set(list);
         }
         let wanted = mechanism_type(mechanism);
-        Ok(self.mechanisms.get().is_some_and(|list| list.contains(&wanted)))
+        Ok(self
+            .mechanisms
+            .get()
+            .is_some_and(|list| list.contains(&wanted)))
     }
 
     /// C_Sign with `mechanism` over `data` (already a digest for the digest mechanisms).
@@ -543,20 +573,28 @@ impl Token {
             SignMechanism::ShaRsaPkcs(Hash::Sha256) => Mechanism::Sha256RsaPkcs,
             SignMechanism::ShaRsaPkcs(Hash::Sha384) => Mechanism::Sha384RsaPkcs,
             SignMechanism::ShaRsaPkcs(Hash::Sha512) => Mechanism::Sha512RsaPkcs,
-            SignMechanism::ShaRsaPkcsPss(Hash::Sha256) => Mechanism::Sha256RsaPkcsPss(pss(Hash::Sha256)),
-            SignMechanism::ShaRsaPkcsPss(Hash::Sha384) => Mechanism::Sha384RsaPkcsPss(pss(Hash::Sha384)),
-            SignMechanism::ShaRsaPkcsPss(Hash::Sha512) => Mechanism::Sha512RsaPkcsPss(pss(Hash::Sha512)),
+            SignMechanism::ShaRsaPkcsPss(Hash::Sha256) => {
+                Mechanism::Sha256RsaPkcsPss(pss(Hash::Sha256))
+            }
+            SignMechanism::ShaRsaPkcsPss(Hash::Sha384) => {
+                Mechanism::Sha384RsaPkcsPss(pss(Hash::Sha384))
+            }
+            SignMechanism::ShaRsaPkcsPss(Hash::Sha512) => {
+                Mechanism::Sha512RsaPkcsPss(pss(Hash::Sha512))
+            }
             SignMechanism::EcdsaSha(Hash::Sha256) => Mechanism::EcdsaSha256,
             SignMechanism::EcdsaSha(Hash::Sha384) => Mechanism::EcdsaSha384,
             SignMechanism::EcdsaSha(Hash::Sha512) => Mechanism::EcdsaSha512,
         };
-        self.session.sign(&ck_mechanism, handle, data).map_err(|e| match e {
-            CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _) => Error::NotSigningKey {
-                key: describe_object(&key.label, &key.id),
-            },
-            CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
-            e => Error::ck("C_Sign", e),
-        })
+        self.session
+            .sign(&ck_mechanism, handle, data)
+            .map_err(|e| match e {
+                CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _) => Error::NotSigningKey {
+                    key: describe_object(&key.label, &key.id),
+                },
+                CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
+                e => Error::ck("C_Sign", e),
+            })
     }
 
     fn is_logged_in(&self) -> bool {
@@ -568,7 +606,9 @@ impl Token {
     }
 
     fn find(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Error> {
-        self.session.find_objects(template).map_err(|e| Error::ck("C_FindObjects", e))
+        self.session
+            .find_objects(template)
+            .map_err(|e| Error::ck("C_FindObjects", e))
     }
 
     fn attributes(
@@ -607,7 +647,9 @@ fn retry_pause(attempt: u32) -> Duration {
 fn resolve_module(module: Option<&Path>) -> Result<PathBuf, Error> {
     if let Some(path) = module {
         if !path.exists() {
-            return Err(Error::ModuleMissing { path: path.to_owned() });
+            return Err(Error::ModuleMissing {
+                path: path.to_owned(),
+            });
         }
         return Ok(path.to_owned());
     }
@@ -620,21 +662,35 @@ fn resolve_module(module: Option<&Path>) -> Result<PathBuf, Error> {
 
 fn load_module(path: &Path) -> Result<Pkcs11, Error> {
     let ctx = Pkcs11::new(path).map_err(|e| match e {
-        CkError::MissingSymbol(_) => Error::NotPkcs11Module { path: path.to_owned() },
-        CkError::LibraryLoading(e) => {
-            Error::ModuleLoad { path: path.to_owned(), detail: e.to_string() }
-        }
-        e => Error::ModuleLoad { path: path.to_owned(), detail: e.to_string() },
+        CkError::MissingSymbol(_) => Error::NotPkcs11Module {
+            path: path.to_owned(),
+        },
+        CkError::LibraryLoading(e) => Error::ModuleLoad {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+        e => Error::ModuleLoad {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
-        Err(CkError::Pkcs11(rv, _)) => Err(Error::Initialize { path: path.to_owned(), rv: ckr(rv) }),
-        Err(e) => Err(Error::ModuleLoad { path: path.to_owned(), detail: e.to_string() }),
+        Err(CkError::Pkcs11(rv, _)) => Err(Error::Initialize {
+            path: path.to_owned(),
+            rv: ckr(rv),
+        }),
+        Err(e) => Err(Error::ModuleLoad {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        }),
     }
 }
 
 fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescription), Error> {
-    let slots = ctx.get_slots_with_token().map_err(|e| Error::ck("C_GetSlotList", e))?;
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| Error::ck("C_GetSlotList", e))?;
     let mut all = Vec::new();
     for slot in slots {
         let info = match ctx.get_token_info(slot) {
@@ -691,7 +747,10 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
 }
 
 fn describe_token(d: &TokenDescription) -> String {
-    format!("token {:?} (serial {}, slot {})", d.label, d.serial, d.slot_id)
+    format!(
+        "token {:?} (serial {}, slot {})",
+        d.label, d.serial, d.slot_id
+    )
 }
 
 fn describe_token_wanted(options: &OpenOptions) -> String {
@@ -799,29 +858,70 @@ fn ckr(rv: RvError) -> String {
 /// What went wrong on the PKCS#11 side. Each message says what to do next.
 #[derive(Debug)]
 pub enum Error {
-    ModuleMissing { path: PathBuf },
+    ModuleMissing {
+        path: PathBuf,
+    },
     NoDefaultModule,
-    ModuleLoad { path: PathBuf, detail: String },
-    NotPkcs11Module { path: PathBuf },
-    Initialize { path: PathBuf, rv: String },
+    ModuleLoad {
+        path: PathBuf,
+        detail: String,
+    },
+    NotPkcs11Module {
+        path: PathBuf,
+    },
+    Initialize {
+        path: PathBuf,
+        rv: String,
+    },
     NoToken,
-    TokenNotFound { wanted: String, available: Vec<String> },
-    SeveralTokens { names: Vec<String> },
-    UserPinNotInitialized { token: String },
+    TokenNotFound {
+        wanted: String,
+        available: Vec<String>,
+    },
+    SeveralTokens {
+        names: Vec<String>,
+    },
+    UserPinNotInitialized {
+        token: String,
+    },
     PinRequired,
     PinIncorrect,
     PinLocked,
     PinFinalTry,
-    KeyNotFound { wanted: String, available: Vec<String>, logged_in: bool },
-    SeveralKeys { wanted: String, names: Vec<String> },
-    NoPublicKey { key: String },
-    NoPrivateKey { key: String },
-    NotSigningKey { key: String },
-    LabelExists { label: String },
-    MechanismMissing { alg: String, wanted: Vec<&'static str> },
-    DeviceLost { function: &'static str, rv: String },
+    KeyNotFound {
+        wanted: String,
+        available: Vec<String>,
+        logged_in: bool,
+    },
+    SeveralKeys {
+        wanted: String,
+        names: Vec<String>,
+    },
+    NoPublicKey {
+        key: String,
+    },
+    NoPrivateKey {
+        key: String,
+    },
+    NotSigningKey {
+        key: String,
+    },
+    LabelExists {
+        label: String,
+    },
+    MechanismMissing {
+        alg: String,
+        wanted: Vec<&'static str>,
+    },
+    DeviceLost {
+        function: &'static str,
+        rv: String,
+    },
     Key(KeyError),
-    Call { function: &'static str, rv: String },
+    Call {
+        function: &'static str,
+        rv: String,
+    },
 }
 
 impl Error {
@@ -834,9 +934,18 @@ impl Error {
                 | RvError::DeviceError
                 | RvError::SessionClosed),
                 _,
-            ) => Error::DeviceLost { function, rv: ckr(rv) },
-            CkError::Pkcs11(rv, _) => Error::Call { function, rv: ckr(rv) },
-            other => Error::Call { function, rv: other.to_string() },
+            ) => Error::DeviceLost {
+                function,
+                rv: ckr(rv),
+            },
+            CkError::Pkcs11(rv, _) => Error::Call {
+                function,
+                rv: ckr(rv),
+            },
+            other => Error::Call {
+                function,
+                rv: other.to_string(),
+            },
         }
     }
 
@@ -858,7 +967,11 @@ fn list(items: &[String]) -> String {
     if items.is_empty() {
         return "  (none)".into();
     }
-    items.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n")
+    items
+        .iter()
+        .map(|i| format!("  {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl fmt::Display for Error {
@@ -947,7 +1060,7 @@ impl fmt::Display for Error {
                  check the PIN and log in once with your token's own tools first"
             ),
             Error::KeyNotFound { wanted, available, logged_in } => {
-                write!(f, "no private key with {wanted} on the token; the private keys are:\n")?;
+                writeln!(f, "no private key with {wanted} on the token; the private keys are:")?;
                 write!(f, "{}", list(available))?;
                 if !logged_in {
                     write!(f, "\n(not logged in: private keys may be hidden until a PIN is given)")?;

@@ -965,11 +965,11 @@ fn unpad(s: &str) -> &str {
 
 /// §2.5: an absent attribute matches anything; a present one must equal, padding aside.
 fn text_matches(want: Option<&str>, have: &str) -> bool {
-    want.map_or(true, |want| unpad(want) == unpad(have))
+    want.is_none_or(|want| unpad(want) == unpad(have))
 }
 
 fn value_matches<T: PartialEq>(want: Option<T>, have: T) -> bool {
-    want.map_or(true, |want| want == have)
+    want.is_none_or(|want| want == have)
 }
 
 #[cfg(test)]

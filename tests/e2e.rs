@@ -33,7 +33,11 @@ fn public_pem(hsm: &SoftHsm, label: &str) -> PathBuf {
         .arg(&pem)
         .output()
         .unwrap();
-    assert!(out.status.success(), "openssl pkey: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl pkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     pem
 }
 
@@ -46,12 +50,18 @@ fn keygen_makes_a_sensitive_never_extractable_key() {
     let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
 
     assert!(listing.contains("label:      ci-signer"), "{listing}");
-    let access = listing.lines().find(|l| l.contains("Access:")).expect("Access line");
+    let access = listing
+        .lines()
+        .find(|l| l.contains("Access:"))
+        .expect("Access line");
     assert!(access.contains("sensitive"), "{access}");
     assert!(access.contains("always sensitive"), "{access}");
     assert!(access.contains("never extractable"), "{access}");
     assert!(!access.contains(" extractable,") || access.contains("never extractable"));
-    let usage = listing.lines().find(|l| l.contains("Usage:")).expect("Usage line");
+    let usage = listing
+        .lines()
+        .find(|l| l.contains("Usage:"))
+        .expect("Usage line");
     assert!(usage.contains("sign"), "{usage}");
 }
 
@@ -64,7 +74,8 @@ fn jwk_agrees_with_keygen_and_its_kid_is_the_rfc7638_thumbprint() {
 
     let from_keygen: serde_json::Value =
         serde_json::from_str(&hsm.ok(&["keygen", "--key", "k1", "--bits", "3072"])).unwrap();
-    let from_jwk: serde_json::Value = serde_json::from_str(&hsm.ok(&["jwk", "--key", "k1"])).unwrap();
+    let from_jwk: serde_json::Value =
+        serde_json::from_str(&hsm.ok(&["jwk", "--key", "k1"])).unwrap();
     assert_eq!(from_keygen, from_jwk);
 
     // RFC 7638 §3: the required members, sorted, no whitespace.
@@ -78,7 +89,9 @@ fn jwk_agrees_with_keygen_and_its_kid_is_the_rfc7638_thumbprint() {
     assert_eq!(from_jwk["e"], "AQAB");
     assert_eq!(from_jwk["use"], "sig");
     assert_eq!(from_jwk["alg"], "RS256");
-    let n = URL_SAFE_NO_PAD.decode(from_jwk["n"].as_str().unwrap()).unwrap();
+    let n = URL_SAFE_NO_PAD
+        .decode(from_jwk["n"].as_str().unwrap())
+        .unwrap();
     assert_eq!(n.len(), 384, "3072-bit modulus, no leading zero octet");
     assert_ne!(n[0], 0);
 
@@ -96,19 +109,34 @@ fn assertion_verifies_with_pyjwt_and_openssl_and_has_exact_claims() {
 
     for alg in ["RS256", "RS512"] {
         // Mint.
-        let compact =
-            hsm.ok(&["assert", "--key", "signer", "--client-id", CLIENT_ID, "--audience", aud, "--alg", alg]);
+        let compact = hsm.ok(&[
+            "assert",
+            "--key",
+            "signer",
+            "--client-id",
+            CLIENT_ID,
+            "--audience",
+            aud,
+            "--alg",
+            alg,
+        ]);
         let (input, header, claims, sig) = split_jws(&compact);
 
         // Header and claims exactly as RFC 7523 and the Qlik tutorial ask.
         let jwk_value: serde_json::Value = serde_json::from_str(&jwk).unwrap();
-        assert_eq!(header, serde_json::json!({"alg": alg, "kid": jwk_value["kid"], "typ": "JWT"}));
+        assert_eq!(
+            header,
+            serde_json::json!({"alg": alg, "kid": jwk_value["kid"], "typ": "JWT"})
+        );
         let keys: Vec<&String> = claims.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["aud", "exp", "iat", "iss", "jti", "sub"]);
         assert_eq!(claims["iss"], CLIENT_ID);
         assert_eq!(claims["sub"], CLIENT_ID);
         assert_eq!(claims["aud"], aud);
-        assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            300
+        );
         let jti = uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).expect("jti is a UUID");
         assert_eq!(jti.get_version_num(), 4);
 
@@ -121,10 +149,16 @@ fn assertion_verifies_with_pyjwt_and_openssl_and_has_exact_claims() {
         // openssl, with the public key read from the token by pkcs11-tool.
         let pem = public_pem(&hsm, "signer");
         let digest = if alg == "RS256" { "sha256" } else { "sha512" };
-        assert!(openssl_verify(&pem, digest, false, input.as_bytes(), &sig), "{alg}");
+        assert!(
+            openssl_verify(&pem, digest, false, input.as_bytes(), &sig),
+            "{alg}"
+        );
         let mut tampered = input.clone().into_bytes();
         tampered[0] ^= 1;
-        assert!(!openssl_verify(&pem, digest, false, &tampered, &sig), "openssl must refuse");
+        assert!(
+            !openssl_verify(&pem, digest, false, &tampered, &sig),
+            "openssl must refuse"
+        );
     }
 }
 
@@ -132,7 +166,15 @@ fn assertion_verifies_with_pyjwt_and_openssl_and_has_exact_claims() {
 fn two_assertions_have_distinct_jtis() {
     let hsm = SoftHsm::new("e2e-jti");
     hsm.ok(&["keygen", "--key", "signer"]);
-    let args = ["assert", "--key", "signer", "--client-id", CLIENT_ID, "--audience", "https://a/oauth/token"];
+    let args = [
+        "assert",
+        "--key",
+        "signer",
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        "https://a/oauth/token",
+    ];
     let (_, _, a, _) = split_jws(&hsm.ok(&args));
     let (_, _, b, _) = split_jws(&hsm.ok(&args));
     assert_ne!(a["jti"], b["jti"]);
@@ -153,8 +195,15 @@ fn token_then_get_returns_the_user() {
     let endpoint = standin.token_endpoint();
 
     // An access token, then the whole response with --json.
-    let access_token =
-        hsm.ok(&["token", "--key", "signer", "--client-id", CLIENT_ID, "--token-endpoint", &endpoint]);
+    let access_token = hsm.ok(&[
+        "token",
+        "--key",
+        "signer",
+        "--client-id",
+        CLIENT_ID,
+        "--token-endpoint",
+        &endpoint,
+    ]);
     assert!(!access_token.trim().is_empty());
     let response: serde_json::Value = serde_json::from_str(&hsm.ok(&[
         "token",
@@ -174,7 +223,16 @@ fn token_then_get_returns_the_user() {
 
     // get mints its own access token and prints the body.
     let me = format!("{}/api/v1/users/me", standin.url);
-    let body = hsm.ok(&["get", &me, "--key", "signer", "--client-id", CLIENT_ID, "--token-endpoint", &endpoint]);
+    let body = hsm.ok(&[
+        "get",
+        &me,
+        "--key",
+        "signer",
+        "--client-id",
+        CLIENT_ID,
+        "--token-endpoint",
+        &endpoint,
+    ]);
     let user: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(user["subject"], CLIENT_ID);
 }
@@ -238,7 +296,12 @@ fn get_with_http_error_exits_9() {
         &standin.token_endpoint(),
     ]);
 
-    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -271,7 +334,9 @@ fn secrets_never_reach_stderr_even_at_the_most_verbose_level() {
     assert_args.extend(base);
     assert_args.extend(["--audience", &endpoint]);
     let assertion_out = hsm.run(&assert_args);
-    let assertion = String::from_utf8_lossy(&assertion_out.stdout).trim().to_owned();
+    let assertion = String::from_utf8_lossy(&assertion_out.stdout)
+        .trim()
+        .to_owned();
     let mut token_args = vec!["-vv", "token"];
     token_args.extend(base);
     token_args.extend(["--token-endpoint", &endpoint]);
@@ -299,7 +364,15 @@ fn wrong_pin_fails_once_with_exit_4_and_is_never_shown() {
     let out = hsm
         .p11jwt()
         .env("P11JWT_PIN", "999999")
-        .args(["assert", "--key", "signer", "--client-id", "c", "--audience", "https://a/t"])
+        .args([
+            "assert",
+            "--key",
+            "signer",
+            "--client-id",
+            "c",
+            "--audience",
+            "https://a/t",
+        ])
         .output()
         .unwrap();
 
@@ -308,7 +381,15 @@ fn wrong_pin_fails_once_with_exit_4_and_is_never_shown() {
     assert!(stderr.contains("CKR_PIN_INCORRECT"), "{stderr}");
     assert!(!stderr.contains("999999"), "{stderr}");
     // Tried once: SoftHSM counts one failure, so the right PIN still works.
-    hsm.ok(&["assert", "--key", "signer", "--client-id", "c", "--audience", "https://a/t"]);
+    hsm.ok(&[
+        "assert",
+        "--key",
+        "signer",
+        "--client-id",
+        "c",
+        "--audience",
+        "https://a/t",
+    ]);
 }
 
 #[test]
@@ -331,7 +412,15 @@ fn missing_key_lists_the_keys_that_exist() {
     let hsm = SoftHsm::new("e2e-nokey");
     hsm.ok(&["keygen", "--key", "present"]);
 
-    let out = hsm.run(&["assert", "--key", "absent", "--client-id", "c", "--audience", "https://a/t"]);
+    let out = hsm.run(&[
+        "assert",
+        "--key",
+        "absent",
+        "--client-id",
+        "c",
+        "--audience",
+        "https://a/t",
+    ]);
 
     assert_eq!(out.status.code(), Some(5));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -347,9 +436,22 @@ fn pin_file_readable_by_others_is_refused() {
     let pin_file = hsm.path("pin");
     std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
     std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let args = ["assert", "--key", "signer", "--client-id", "c", "--audience", "https://a/t"];
+    let args = [
+        "assert",
+        "--key",
+        "signer",
+        "--client-id",
+        "c",
+        "--audience",
+        "https://a/t",
+    ];
 
-    let loose = hsm.p11jwt().env_remove("P11JWT_PIN").arg("--help").output().unwrap();
+    let loose = hsm
+        .p11jwt()
+        .env_remove("P11JWT_PIN")
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(loose.status.success());
     let out = hsm
         .p11jwt()
@@ -370,6 +472,10 @@ fn pin_file_readable_by_others_is_refused() {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = softhsm::module();
 }

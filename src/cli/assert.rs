@@ -19,7 +19,12 @@ pub struct AssertArgs {
     audience: Option<String>,
 
     /// Qlik Cloud tenant, for aud https://NAME.qlikcloud.com/oauth/token
-    #[arg(long, env = "P11JWT_TENANT", value_name = "NAME", conflicts_with = "audience")]
+    #[arg(
+        long,
+        env = "P11JWT_TENANT",
+        value_name = "NAME",
+        conflicts_with = "audience"
+    )]
     tenant: Option<String>,
 }
 

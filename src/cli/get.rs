@@ -32,10 +32,18 @@ pub fn run(args: GetArgs) -> Result<(), Error> {
     let started = Instant::now();
     let client = oauth::Client::new(Duration::from_secs(args.endpoint.timeout.max(1)));
     let api = client.get(&args.url, &response.access_token)?;
-    log::info!("GET {} answered {} in {} ms", args.url, api.status, started.elapsed().as_millis());
+    log::info!(
+        "GET {} answered {} in {} ms",
+        args.url,
+        api.status,
+        started.elapsed().as_millis()
+    );
     if !(200..300).contains(&api.status) {
         let text = String::from_utf8_lossy(&api.body);
-        return Err(Error::Api { status: api.status, summary: oauth::summarize(&text) });
+        return Err(Error::Api {
+            status: api.status,
+            summary: oauth::summarize(&text),
+        });
     }
     super::print_bytes(&api.body)
 }

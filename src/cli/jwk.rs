@@ -90,6 +90,10 @@ fn member(
         }
         _ => Vec::new(),
     };
-    let extras = JwkExtras { alg: Some(alg), kid: Some(kid.unwrap_or(&thumbprint)), x5c: &chain };
+    let extras = JwkExtras {
+        alg: Some(alg),
+        kid: Some(kid.unwrap_or(&thumbprint)),
+        x5c: &chain,
+    };
     Ok(pair.public.to_jwk(&extras))
 }

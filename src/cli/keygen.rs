@@ -57,7 +57,11 @@ pub fn run(args: KeygenArgs) -> Result<(), Error> {
     let pair = token.generate(spec, &label)?;
 
     let kid = pair.public.thumbprint();
-    let jwk = pair.public.to_jwk(&JwkExtras { alg: Some(alg), kid: Some(&kid), x5c: &[] });
+    let jwk = pair.public.to_jwk(&JwkExtras {
+        alg: Some(alg),
+        kid: Some(&kid),
+        x5c: &[],
+    });
     let d = token.description();
     let fields = TokenFields {
         label: &d.label,

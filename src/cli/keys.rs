@@ -55,7 +55,10 @@ pub fn run(args: KeysArgs) -> Result<(), Error> {
         ));
     }
     if rows.is_empty() {
-        eprintln!("p11jwt: token {:?} has no private keys visible to this login", d.label);
+        eprintln!(
+            "p11jwt: token {:?} has no private keys visible to this login",
+            d.label
+        );
     }
     print_stdout(&out)
 }
@@ -93,7 +96,10 @@ fn flag_text(row: &serde_json::Value) -> String {
                 Some(false) => "false",
                 None => "unknown",
             };
-            parts.push(format!("{}={v}", name.trim_start_matches("CKA_").to_lowercase()));
+            parts.push(format!(
+                "{}={v}",
+                name.trim_start_matches("CKA_").to_lowercase()
+            ));
         }
     }
     if row["may_exist_off_token"] == true {

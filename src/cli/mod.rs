@@ -102,7 +102,12 @@ pub struct ClaimArgs {
     kid: Option<String>,
 
     /// Seconds between iat and exp; Qlik Cloud refuses more than 300
-    #[arg(long, env = "P11JWT_LIFETIME", value_name = "SECONDS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "P11JWT_LIFETIME",
+        value_name = "SECONDS",
+        default_value_t = 300
+    )]
     lifetime: u64,
 }
 
@@ -110,7 +115,12 @@ pub struct ClaimArgs {
 #[derive(Args, Debug, Clone)]
 pub struct EndpointArgs {
     /// Token endpoint URL (also the default aud)
-    #[arg(long, env = "P11JWT_TOKEN_ENDPOINT", value_name = "URL", conflicts_with = "tenant")]
+    #[arg(
+        long,
+        env = "P11JWT_TOKEN_ENDPOINT",
+        value_name = "URL",
+        conflicts_with = "tenant"
+    )]
     token_endpoint: Option<String>,
 
     /// Qlik Cloud tenant: NAME for https://NAME.qlikcloud.com/oauth/token, or a full host
@@ -189,7 +199,12 @@ impl KeyArgs {
             Some(label) => selector.label = Some(label.as_bytes().to_vec()),
             None => {}
         }
-        Ok(Resolved { options, selector, pin_source, key_given: self.key.is_some() })
+        Ok(Resolved {
+            options,
+            selector,
+            pin_source,
+            key_given: self.key.is_some(),
+        })
     }
 }
 
@@ -232,12 +247,21 @@ fn apply_uri(
 
 /// Reads the PIN once for the run.
 fn read_pin(resolved: &Resolved) -> Result<Option<Secret>, Error> {
-    if let Some(value) = resolved.options.uri.as_ref().and_then(|u| u.pin_value.as_ref()) {
+    if let Some(value) = resolved
+        .options
+        .uri
+        .as_ref()
+        .and_then(|u| u.pin_value.as_ref())
+    {
         if matches!(resolved.pin_source, PinSource::None | PinSource::Prompt) {
             return Ok(Some(Secret::new(value.to_string())));
         }
     }
-    let label = resolved.options.token_label.as_deref().unwrap_or("(default)");
+    let label = resolved
+        .options
+        .token_label
+        .as_deref()
+        .unwrap_or("(default)");
     Ok(resolved.pin_source.read(label)?)
 }
 
@@ -333,7 +357,10 @@ fn fetch_access_token(
 ) -> Result<oauth::TokenResponse, Error> {
     let token_endpoint = endpoint.token_endpoint()?;
     oauth::check_url(&token_endpoint)?;
-    let audience = endpoint.audience.clone().unwrap_or_else(|| token_endpoint.clone());
+    let audience = endpoint
+        .audience
+        .clone()
+        .unwrap_or_else(|| token_endpoint.clone());
 
     let resolved = key_args.resolve(false)?;
     require_key(&resolved)?;
@@ -355,7 +382,10 @@ fn fetch_access_token(
         "token endpoint {token_endpoint} issued a {} access token (expires_in {}) for jti={} \
          in {} ms",
         response.token_type,
-        response.expires_in.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+        response
+            .expires_in
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into()),
         minted.jti,
         started.elapsed().as_millis()
     );
@@ -377,9 +407,9 @@ fn pretty(value: &serde_json::Value) -> String {
 fn print_bytes(bytes: &[u8]) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(Error::Usage(format!("cannot write to standard output: {e}")))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Usage(format!(
+            "cannot write to standard output: {e}"
+        ))),
         _ => Ok(()),
     }
 }
