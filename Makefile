@@ -19,9 +19,7 @@ test: deps lint
 	$(CARGO) test --all-targets
 
 lint:
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+	scripts/lint.sh
 
 bench: deps
 	scripts/bench.sh
