@@ -129,35 +129,42 @@ impl Alg {
     pub fn fitting(kind: KeyKind) -> Vec<Alg> {
         ALL.iter()
             .copied()
-            .filter(|alg| alg.check_key(kind).is_ok())
+            .filter(|alg| alg.fits_type(kind) && alg.check_key(kind).is_ok())
             .collect()
     }
 
     /// Whether this `alg` can be made with `kind`; the error names the key and what it can do.
     pub fn check_key(self, kind: KeyKind) -> Result<(), AlgError> {
-        let fits = match (self, kind) {
-            (Alg::RS256 | Alg::RS384 | Alg::RS512, KeyKind::Rsa { bits })
-            | (Alg::PS256 | Alg::PS384 | Alg::PS512, KeyKind::Rsa { bits }) => {
-                if bits < MIN_RSA_BITS {
-                    return Err(AlgError::RsaTooSmall { bits });
-                }
-                true
-            }
-            // RFC 7518 §3.4: each ES alg is bound to one curve.
-            (Alg::ES256, KeyKind::Ec(Curve::P256))
-            | (Alg::ES384, KeyKind::Ec(Curve::P384))
-            | (Alg::ES512, KeyKind::Ec(Curve::P521))
-            | (Alg::EdDSA, KeyKind::Ed25519) => true,
-            _ => false,
-        };
-        if fits {
-            return Ok(());
+        if !self.fits_type(kind) {
+            // `fitting` calls `check_key` only for algs whose type fits, which never get
+            // here: no recursion.
+            return Err(AlgError::KeyMismatch {
+                alg: self,
+                kind,
+                fitting: Alg::fitting(kind),
+            });
         }
-        Err(AlgError::KeyMismatch {
-            alg: self,
-            kind,
-            fitting: Alg::fitting(kind),
-        })
+        match kind {
+            // RFC 7518 §3.3 and §3.5: 2048 bits or more.
+            KeyKind::Rsa { bits } if bits < MIN_RSA_BITS => Err(AlgError::RsaTooSmall { bits }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the key type and curve are the ones this `alg` is defined on, size aside.
+    fn fits_type(self, kind: KeyKind) -> bool {
+        matches!(
+            (self, kind),
+            (
+                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
+                KeyKind::Rsa { .. }
+            )
+                // RFC 7518 §3.4: each ES alg is bound to one curve.
+                | (Alg::ES256, KeyKind::Ec(Curve::P256))
+                | (Alg::ES384, KeyKind::Ec(Curve::P384))
+                | (Alg::ES512, KeyKind::Ec(Curve::P521))
+                | (Alg::EdDSA, KeyKind::Ed25519)
+        )
     }
 
     /// The mechanisms that make this `alg`: first the one fed a local digest, then the combined
@@ -382,6 +389,34 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("EC P-256"), "{text}");
         assert!(text.contains("ES256"), "{text}");
+    }
+
+    #[test]
+    fn every_misfit_names_the_algs_the_key_can_make() {
+        // Regression: check_key and fitting used to call each other without end.
+        let kinds = [
+            KeyKind::Rsa { bits: 2048 },
+            KeyKind::Rsa { bits: 1024 },
+            KeyKind::Ec(Curve::P256),
+            KeyKind::Ec(Curve::P384),
+            KeyKind::Ec(Curve::P521),
+            KeyKind::Ed25519,
+        ];
+        for kind in kinds {
+            for alg in ALL {
+                match alg.check_key(kind) {
+                    Ok(()) => assert!(Alg::fitting(kind).contains(&alg)),
+                    Err(AlgError::KeyMismatch { fitting, .. }) => {
+                        assert_eq!(fitting, Alg::fitting(kind));
+                        assert!(!fitting.contains(&alg));
+                    }
+                    Err(AlgError::RsaTooSmall { bits }) => assert_eq!(bits, 1024),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        assert_eq!(Alg::fitting(KeyKind::Ec(Curve::P521)), [Alg::ES512]);
+        assert!(Alg::fitting(KeyKind::Rsa { bits: 1024 }).is_empty());
     }
 
     #[test]

@@ -1,0 +1,594 @@
+//! Every JOSE signing algorithm on SoftHSM: keys made by `p11jwt keygen` and keys provisioned by
+//! other tools, the mechanism fallbacks of devices imitated with `slots.mechanisms`, and every
+//! refused combination. Signatures are checked by code that did not make them: PyJWT against
+//! the JWK `p11jwt jwk` printed, and openssl against the public key pkcs11-tool read.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value;
+
+use common::softhsm::{ecdsa_raw_to_der, openssl_verify, pyjwt_verify, split_jws, SoftHsm};
+
+const CLIENT_ID: &str = "p11jwt-alg-client";
+const AUD: &str = "https://acme.eu.qlikcloud.com/oauth/token";
+
+/// The keygen mechanisms every limited token below keeps, so that keys can still be made.
+const KEYGEN_MECHANISMS: &str =
+    "CKM_RSA_PKCS_KEY_PAIR_GEN,CKM_EC_KEY_PAIR_GEN,CKM_EC_EDWARDS_KEY_PAIR_GEN";
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn b64url(value: &Value) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(value.as_str().expect("a string member"))
+        .expect("base64url")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `assert` for `key` with `alg`, returning the compact JWS.
+fn assert_with(hsm: &SoftHsm, key: &str, alg: &str) -> String {
+    let args = [
+        "assert",
+        "--key",
+        key,
+        "--alg",
+        alg,
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        AUD,
+    ];
+    hsm.ok(&args).trim().to_owned()
+}
+
+/// The public key of the object labelled `label`, read by pkcs11-tool (DER for RSA and EC, PEM
+/// for Ed25519) and written as PEM by openssl: neither is our code.
+fn public_pem(hsm: &SoftHsm, label: &str) -> PathBuf {
+    let raw = hsm.path(&format!("{label}.pub.raw"));
+    let pem = hsm.path(&format!("{label}.pub.pem"));
+    let raw_arg = raw.to_str().expect("UTF-8 temp path");
+    let read = [
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--label",
+        label,
+        "-o",
+        raw_arg,
+    ];
+    if !pkcs11_tool_status(hsm, &read) {
+        // OpenSC 0.23's --read-object fails on every P-384 public key ("cannot create
+        // EVP_PKEY"), its own included: build the SubjectPublicKeyInfo (RFC 5480) from the
+        // CKA_EC_PARAMS and CKA_EC_POINT that pkcs11-tool lists instead.
+        std::fs::write(&raw, ec_spki_from_listing(hsm, label)).expect("write SPKI");
+    }
+    let text = std::fs::read(&raw).expect("the public key was written");
+    let inform = if text.starts_with(b"-----BEGIN") {
+        "PEM"
+    } else {
+        "DER"
+    };
+    openssl(&[
+        "pkey",
+        "-pubin",
+        "-inform",
+        inform,
+        "-in",
+        raw_arg,
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    pem
+}
+
+/// pkcs11-tool on the token, logged in; whether it succeeded.
+fn pkcs11_tool_status(hsm: &SoftHsm, args: &[&str]) -> bool {
+    Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .arg("--module")
+        .arg(common::softhsm::module())
+        .args([
+            "--token-label",
+            &hsm.label,
+            "--login",
+            "--pin",
+            common::softhsm::PIN,
+        ])
+        .args(args)
+        .output()
+        .expect("pkcs11-tool runs")
+        .status
+        .success()
+}
+
+/// DER SubjectPublicKeyInfo of an EC public key object, from pkcs11-tool's listing.
+fn ec_spki_from_listing(hsm: &SoftHsm, label: &str) -> Vec<u8> {
+    let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "pubkey", "--label", label]);
+    let field = |name: &str| -> Vec<u8> {
+        let line = listing.lines().find(|l| l.trim_start().starts_with(name));
+        let hex = line
+            .and_then(|l| l.split_whitespace().nth(1))
+            .expect("field in listing");
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let params = field("EC_PARAMS:");
+    let wrapped = field("EC_POINT:");
+    // CKA_EC_POINT is a DER OCTET STRING (04 LEN POINT); the point follows its header.
+    let header = if wrapped[1] & 0x80 == 0 {
+        2
+    } else {
+        2 + (wrapped[1] & 0x7f) as usize
+    };
+    let point = &wrapped[header..];
+    // id-ecPublicKey, 1.2.840.10045.2.1
+    let mut algorithm = vec![0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    algorithm.extend_from_slice(&params);
+    let mut bits = vec![0x00];
+    bits.extend_from_slice(point);
+    der(0x30, &[der(0x30, &algorithm), der(0x03, &bits)].concat())
+}
+
+/// One DER TLV.
+fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match body.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Runs openssl and panics with its message when it fails.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    out.stdout
+}
+
+/// Ed25519 has no separate digest: openssl verifies the message itself (`-rawin`).
+fn openssl_verify_ed25519(pem: &Path, input: &[u8], sig: &[u8]) -> bool {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, sigf) = (dir.path().join("data"), dir.path().join("sig"));
+    std::fs::write(&data, input).expect("write data");
+    std::fs::write(&sigf, sig).expect("write sig");
+    let out = Command::new("openssl")
+        .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+        .arg(pem)
+        .arg("-in")
+        .arg(&data)
+        .arg("-sigfile")
+        .arg(&sigf)
+        .output()
+        .expect("openssl runs");
+    out.status.success()
+}
+
+/// Checks one JWS with openssl against `pem`, in the form openssl wants for `alg`.
+fn openssl_accepts(pem: &Path, alg: &str, input: &[u8], sig: &[u8]) -> bool {
+    let digest = match &alg[2..] {
+        "256" => "sha256",
+        "384" => "sha384",
+        "512" => "sha512",
+        _ => return openssl_verify_ed25519(pem, input, sig),
+    };
+    match &alg[..2] {
+        "RS" => openssl_verify(pem, digest, false, input, sig),
+        // RFC 7518 §3.5: salt length = digest length, which `rsa_pss_saltlen:digest` asks for.
+        "PS" => openssl_verify(pem, digest, true, input, sig),
+        _ => openssl_verify(pem, digest, false, input, &ecdsa_raw_to_der(sig)),
+    }
+}
+
+/// The JWS signature length RFC 7518 §3.4 fixes for ECDSA: r || s, each the field size.
+fn ecdsa_signature_len(alg: &str) -> Option<usize> {
+    match alg {
+        "ES256" => Some(64),
+        "ES384" => Some(96),
+        "ES512" => Some(132),
+        _ => None,
+    }
+}
+
+/// keygen, jwk, assert; then PyJWT with the printed JWK and openssl with the token's public key.
+fn round_trip(alg: &str) {
+    let hsm = SoftHsm::new(&format!("alg-{}", alg.to_lowercase()));
+
+    // keygen and jwk print the same JWK, with the alg asked for.
+    let from_keygen = json(&hsm.ok(&["keygen", "--alg", alg, "--key", "k"]));
+    let jwk_text = hsm.ok(&["jwk", "--key", "k", "--alg", alg]);
+    let jwk = json(&jwk_text);
+    assert_eq!(from_keygen, jwk);
+    assert_eq!(jwk["alg"], alg);
+    check_jwk_members(&jwk);
+
+    // assert: the header names the alg and the JWK's kid.
+    let compact = assert_with(&hsm, "k", alg);
+    let (input, header, claims, sig) = split_jws(&compact);
+    assert_eq!(header["alg"], alg);
+    assert_eq!(header["kid"], jwk["kid"]);
+    if let Some(len) = ecdsa_signature_len(alg) {
+        assert_eq!(sig.len(), len, "{alg}: r || s, each the field size");
+    }
+
+    // PyJWT, with the JWK exactly as printed.
+    let decoded = pyjwt_verify(&jwk_text, &compact, AUD);
+    assert_eq!(decoded, claims);
+
+    // openssl, with the public key pkcs11-tool read; and a tampered input must fail.
+    let pem = public_pem(&hsm, "k");
+    assert!(
+        openssl_accepts(&pem, alg, input.as_bytes(), &sig),
+        "openssl refused {alg}"
+    );
+    let mut tampered = input.into_bytes();
+    tampered[3] ^= 1;
+    assert!(
+        !openssl_accepts(&pem, alg, &tampered, &sig),
+        "openssl accepted a tampered {alg}"
+    );
+}
+
+/// The exact JWK shapes: RSA `n` without a leading zero and `e` minimal, EC coordinates padded
+/// to the field size (RFC 7518 §6.2.1.2, §6.3.1.1), Ed25519 x of 32 bytes (RFC 8037 §2).
+fn check_jwk_members(jwk: &Value) {
+    assert_eq!(jwk["use"], "sig");
+    match jwk["kty"].as_str() {
+        Some("RSA") => {
+            assert_eq!(jwk["e"], "AQAB");
+            assert_ne!(b64url(&jwk["n"])[0], 0, "n has no leading zero octet");
+        }
+        Some("EC") => {
+            let len = match jwk["crv"].as_str() {
+                Some("P-256") => 32,
+                Some("P-384") => 48,
+                Some("P-521") => 66,
+                other => panic!("unexpected crv {other:?}"),
+            };
+            assert_eq!(b64url(&jwk["x"]).len(), len, "x padded to the field size");
+            assert_eq!(b64url(&jwk["y"]).len(), len, "y padded to the field size");
+        }
+        Some("OKP") => {
+            assert_eq!(jwk["crv"], "Ed25519");
+            assert_eq!(b64url(&jwk["x"]).len(), 32);
+        }
+        other => panic!("unexpected kty {other:?}"),
+    }
+}
+
+#[test]
+fn rs256_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("RS256");
+}
+
+#[test]
+fn rs384_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("RS384");
+}
+
+#[test]
+fn rs512_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("RS512");
+}
+
+#[test]
+fn ps256_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("PS256");
+}
+
+#[test]
+fn ps384_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("PS384");
+}
+
+#[test]
+fn ps512_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("PS512");
+}
+
+#[test]
+fn es256_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("ES256");
+}
+
+#[test]
+fn es384_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("ES384");
+}
+
+#[test]
+fn es512_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("ES512");
+}
+
+#[test]
+fn eddsa_round_trips_and_verifies_with_pyjwt_and_openssl() {
+    round_trip("EdDSA");
+}
+
+#[test]
+fn default_alg_follows_the_key() {
+    let hsm = SoftHsm::new("alg-defaults");
+    let cases = [
+        ("RS512", "RS256"),
+        ("PS384", "RS256"),
+        ("ES256", "ES256"),
+        ("ES384", "ES384"),
+        ("ES512", "ES512"),
+        ("EdDSA", "EdDSA"),
+    ];
+
+    for (keygen_alg, default_alg) in cases {
+        // A key made for one alg; jwk and assert without --alg use the key's default.
+        let label = format!("k-{keygen_alg}");
+        hsm.ok(&["keygen", "--alg", keygen_alg, "--key", &label]);
+        let jwk = json(&hsm.ok(&["jwk", "--key", &label]));
+        assert_eq!(
+            jwk["alg"], default_alg,
+            "jwk of a key made for {keygen_alg}"
+        );
+        let args = [
+            "assert",
+            "--key",
+            &label,
+            "--client-id",
+            CLIENT_ID,
+            "--audience",
+            AUD,
+        ];
+        let (_, header, _, _) = split_jws(&hsm.ok(&args));
+        assert_eq!(
+            header["alg"], default_alg,
+            "assert with a key made for {keygen_alg}"
+        );
+    }
+}
+
+/// A token whose mechanism list SoftHSM limits to the keygen mechanisms and `mechanisms`, the
+/// way a device that offers less than SoftHSM does.
+fn limited_token(label: &str, mechanisms: &str) -> SoftHsm {
+    let line = format!("slots.mechanisms = {KEYGEN_MECHANISMS},{mechanisms}");
+    SoftHsm::with_config(label, &line)
+}
+
+/// `-vv assert` with `alg`: the compact JWS and the mechanism the signer logged it chose.
+fn assert_logging_mechanism(hsm: &SoftHsm, key: &str, alg: &str) -> (String, String) {
+    let args = [
+        "-vv",
+        "assert",
+        "--key",
+        key,
+        "--alg",
+        alg,
+        "--client-id",
+        CLIENT_ID,
+    ];
+    let out = hsm.run(&[&args[..], &["--audience", AUD]].concat());
+    let log = stderr(&out);
+    assert!(out.status.success(), "{alg}: {log}");
+    let prefix = format!("p11jwt: debug: {alg} with ");
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .expect("mechanism logged");
+    let mechanism = line
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        mechanism,
+    )
+}
+
+/// Signs with `alg` on `key`, checks the mechanism, and verifies with PyJWT.
+fn signs_with(hsm: &SoftHsm, key: &str, alg: &str, mechanism: &str) {
+    let (compact, used) = assert_logging_mechanism(hsm, key, alg);
+    assert_eq!(used, mechanism, "{alg}");
+    let mut jwk = json(&hsm.ok(&["jwk", "--key", key]));
+    jwk["alg"] = alg.into();
+    pyjwt_verify(&jwk.to_string(), &compact, AUD);
+}
+
+#[test]
+fn token_with_only_raw_mechanisms_signs_local_digests() {
+    let mechanisms = "CKM_RSA_PKCS,CKM_RSA_PKCS_PSS,CKM_ECDSA,CKM_EDDSA";
+    let hsm = limited_token("alg-raw-only", mechanisms);
+    hsm.ok(&["keygen", "--key", "rsa"]);
+    hsm.ok(&["keygen", "--alg", "ES384", "--key", "ec"]);
+    hsm.ok(&["keygen", "--alg", "EdDSA", "--key", "ed"]);
+
+    // Hashed here, signed on the token (RFC 8017 §9.2 DigestInfo for CKM_RSA_PKCS).
+    signs_with(&hsm, "rsa", "RS256", "CKM_RSA_PKCS");
+    signs_with(&hsm, "rsa", "RS512", "CKM_RSA_PKCS");
+    signs_with(&hsm, "rsa", "PS384", "CKM_RSA_PKCS_PSS");
+    signs_with(&hsm, "ec", "ES384", "CKM_ECDSA");
+    signs_with(&hsm, "ed", "EdDSA", "CKM_EDDSA");
+}
+
+#[test]
+fn token_with_only_combined_mechanisms_hashes_on_the_token() {
+    let mechanisms = "CKM_SHA256_RSA_PKCS,CKM_SHA512_RSA_PKCS,CKM_SHA256_RSA_PKCS_PSS";
+    let hsm = limited_token("alg-combined-only", mechanisms);
+    hsm.ok(&["keygen", "--key", "rsa"]);
+    hsm.ok(&["keygen", "--alg", "ES256", "--key", "ec"]);
+
+    // The fallback: the token hashes and signs in one mechanism.
+    signs_with(&hsm, "rsa", "RS256", "CKM_SHA256_RSA_PKCS");
+    signs_with(&hsm, "rsa", "RS512", "CKM_SHA512_RSA_PKCS");
+    signs_with(&hsm, "rsa", "PS256", "CKM_SHA256_RSA_PKCS_PSS");
+
+    // RS384 and ES256 have neither form here (SoftHSM has no CKM_ECDSA_SHA* at all).
+    let rs384 = hsm.run(&[
+        "assert",
+        "--key",
+        "rsa",
+        "--alg",
+        "RS384",
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        AUD,
+    ]);
+    assert_eq!(rs384.status.code(), Some(6), "{}", stderr(&rs384));
+    assert!(
+        stderr(&rs384).contains("CKM_RSA_PKCS or CKM_SHA384_RSA_PKCS"),
+        "{}",
+        stderr(&rs384)
+    );
+    let es256 = hsm.run(&[
+        "assert",
+        "--key",
+        "ec",
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        AUD,
+    ]);
+    assert_eq!(es256.status.code(), Some(6), "{}", stderr(&es256));
+    assert!(
+        stderr(&es256).contains("CKM_ECDSA or CKM_ECDSA_SHA256"),
+        "{}",
+        stderr(&es256)
+    );
+    assert!(es256.stdout.is_empty());
+}
+
+#[test]
+fn token_without_any_signing_mechanism_names_the_missing_ones() {
+    let hsm = limited_token("alg-no-sign", "CKM_SHA256");
+    hsm.ok(&["keygen", "--key", "rsa"]);
+    hsm.ok(&["keygen", "--alg", "EdDSA", "--key", "ed"]);
+
+    for (key, alg, wanted) in [
+        ("rsa", "RS256", "(CKM_RSA_PKCS or CKM_SHA256_RSA_PKCS)"),
+        (
+            "rsa",
+            "PS512",
+            "(CKM_RSA_PKCS_PSS or CKM_SHA512_RSA_PKCS_PSS)",
+        ),
+        ("ed", "EdDSA", "(CKM_EDDSA)"),
+    ] {
+        let args = [
+            "assert",
+            "--key",
+            key,
+            "--alg",
+            alg,
+            "--client-id",
+            CLIENT_ID,
+        ];
+        let out = hsm.run(&[&args[..], &["--audience", AUD]].concat());
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(6), "{alg}: {text}");
+        assert!(
+            text.contains(&format!("none of the mechanisms {alg} needs {wanted}")),
+            "{text}"
+        );
+        assert!(out.stdout.is_empty(), "{alg}: nothing printed");
+    }
+}
+
+/// Runs `assert` with `alg` on `key` and checks it was refused with `code`, before signing,
+/// with a message containing each of `needles`.
+fn refused(hsm: &SoftHsm, key: &str, alg: Option<&str>, code: i32, needles: &[&str]) {
+    let mut args = vec![
+        "assert",
+        "--key",
+        key,
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        AUD,
+    ];
+    if let Some(alg) = alg {
+        args.extend(["--alg", alg]);
+    }
+    let out = hsm.run(&args);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{alg:?} on {key}: {text}");
+    for needle in needles {
+        assert!(
+            text.contains(needle),
+            "{alg:?} on {key}: {needle:?} not in {text}"
+        );
+    }
+    assert!(out.stdout.is_empty(), "{alg:?} on {key}: nothing printed");
+}
+
+#[test]
+fn algs_that_do_not_fit_the_key_are_refused_naming_the_key_and_its_algs() {
+    let hsm = SoftHsm::new("alg-refusals");
+    hsm.ok(&["keygen", "--alg", "ES256", "--key", "p256"]);
+    hsm.ok(&["keygen", "--alg", "ES384", "--key", "p384"]);
+    hsm.ok(&["keygen", "--key", "rsa"]);
+    hsm.ok(&["keygen", "--alg", "EdDSA", "--key", "ed"]);
+
+    // Exit 2 (usage): the key is fine, the alg asked for is not one it can make.
+    let rsa_algs = "RS256, RS384, RS512, PS256, PS384, PS512";
+    refused(
+        &hsm,
+        "p256",
+        Some("ES384"),
+        2,
+        &["ES384 does not fit this EC P-256 key", "ES256"],
+    );
+    refused(
+        &hsm,
+        "p256",
+        Some("PS256"),
+        2,
+        &["PS256 does not fit this EC P-256 key", "ES256"],
+    );
+    refused(
+        &hsm,
+        "p384",
+        Some("RS256"),
+        2,
+        &["RS256 does not fit this EC P-384 key", "ES384"],
+    );
+    refused(
+        &hsm,
+        "rsa",
+        Some("EdDSA"),
+        2,
+        &["EdDSA does not fit this RSA 2048 key", rsa_algs],
+    );
+    refused(
+        &hsm,
+        "rsa",
+        Some("ES256"),
+        2,
+        &["ES256 does not fit this RSA 2048 key", rsa_algs],
+    );
+    refused(
+        &hsm,
+        "ed",
+        Some("ES256"),
+        2,
+        &["ES256 does not fit this Ed25519 key", "EdDSA"],
+    );
+
+    // jwk refuses the same way.
+    let jwk = hsm.run(&["jwk", "--key", "p256", "--alg", "ES384"]);
+    assert_eq!(jwk.status.code(), Some(2), "{}", stderr(&jwk));
+    assert!(stderr(&jwk).contains("EC P-256"), "{}", stderr(&jwk));
+}
