@@ -8,11 +8,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::Value;
+use sha2::Digest as _;
 
 use common::softhsm::{ecdsa_raw_to_der, openssl_verify, pyjwt_verify, split_jws, SoftHsm};
+use common::standin::Standin;
 
 const CLIENT_ID: &str = "p11jwt-alg-client";
 const AUD: &str = "https://acme.eu.qlikcloud.com/oauth/token";
@@ -591,4 +593,374 @@ fn algs_that_do_not_fit_the_key_are_refused_naming_the_key_and_its_algs() {
     let jwk = hsm.run(&["jwk", "--key", "p256", "--alg", "ES384"]);
     assert_eq!(jwk.status.code(), Some(2), "{}", stderr(&jwk));
     assert!(stderr(&jwk).contains("EC P-256"), "{}", stderr(&jwk));
+}
+
+/// A key pair made by openssl, outside any token: the private key as PKCS#8 DER, its public key
+/// as PEM, and a self-signed certificate as DER. `algorithm` is `RSA` or `EC`.
+struct OffTokenKey {
+    private_der: PathBuf,
+    public_pem: PathBuf,
+    cert_der: PathBuf,
+}
+
+fn off_token_key(hsm: &SoftHsm, name: &str, algorithm: &str, option: &str) -> OffTokenKey {
+    let path = |suffix: &str| hsm.path(&format!("{name}.{suffix}"));
+    let (pem, private_der, public_pem, cert_der) = (
+        path("key.pem"),
+        path("key.der"),
+        path("pub.pem"),
+        path("crt.der"),
+    );
+    let s = |p: &PathBuf| p.to_str().expect("UTF-8 temp path").to_owned();
+    let genpkey = [
+        "genpkey",
+        "-algorithm",
+        algorithm,
+        "-pkeyopt",
+        option,
+        "-out",
+        &s(&pem),
+    ];
+    openssl(&genpkey);
+    openssl(&[
+        "pkey",
+        "-in",
+        &s(&pem),
+        "-outform",
+        "DER",
+        "-out",
+        &s(&private_der),
+    ]);
+    openssl(&["pkey", "-in", &s(&pem), "-pubout", "-out", &s(&public_pem)]);
+    let subject = format!("/CN={name}");
+    let req = [
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &s(&pem),
+        "-subj",
+        &subject,
+        "-days",
+        "2",
+    ];
+    openssl(&[&req[..], &["-outform", "DER", "-out", &s(&cert_der)]].concat());
+    OffTokenKey {
+        private_der,
+        public_pem,
+        cert_der,
+    }
+}
+
+/// Writes an object to the token with pkcs11-tool: `kind` is privkey, pubkey or cert.
+fn import(hsm: &SoftHsm, file: &Path, kind: &str, id: &str, label: &str, extra: &[&str]) {
+    let file = file.to_str().expect("UTF-8 temp path");
+    let args = [
+        "--write-object",
+        file,
+        "--type",
+        kind,
+        "--id",
+        id,
+        "--label",
+        label,
+    ];
+    hsm.pkcs11_tool(&[&args[..], extra].concat());
+}
+
+/// The key's entry in `keys --json`.
+fn listed(hsm: &SoftHsm, label: &str) -> Value {
+    let keys = json(&hsm.ok(&["keys", "--json"]));
+    let found = keys["keys"]
+        .as_array()
+        .and_then(|k| k.iter().find(|k| k["label"] == label));
+    found
+        .cloned()
+        .unwrap_or_else(|| panic!("{label} not in keys --json: {keys}"))
+}
+
+/// `token` with `key` and `alg` against `standin`; returns the access token.
+fn token_from(hsm: &SoftHsm, standin: &Standin, key: &str, alg: &str) -> String {
+    let endpoint = standin.token_endpoint();
+    let args = [
+        "token",
+        "--key",
+        key,
+        "--alg",
+        alg,
+        "--client-id",
+        CLIENT_ID,
+    ];
+    let out = hsm.ok(&[&args[..], &["--token-endpoint", &endpoint]].concat());
+    assert!(!out.trim().is_empty(), "an access token for {key}");
+    out
+}
+
+#[test]
+fn key_pairs_made_by_pkcs11_tool_work_with_jwk_assert_and_token() {
+    let hsm = SoftHsm::new("alg-pkcs11-tool");
+    let gen = |key_type: &str, id: &str, label: &str| {
+        hsm.pkcs11_tool(&[
+            "--keypairgen",
+            "--key-type",
+            key_type,
+            "--id",
+            id,
+            "--label",
+            label,
+        ]);
+    };
+    gen("rsa:2048", "01", "tool-rsa");
+    gen("EC:secp384r1", "02", "tool-ec");
+
+    for (label, algs) in [
+        ("tool-rsa", ["RS256", "RS512"]),
+        ("tool-ec", ["ES384", "ES384"]),
+    ] {
+        // jwk, then assert checked by PyJWT against it and by openssl against the token's key.
+        let pem = public_pem(&hsm, label);
+        for alg in algs {
+            let jwk = hsm.ok(&["jwk", "--key", label, "--alg", alg]);
+            let compact = assert_with(&hsm, label, alg);
+            pyjwt_verify(&jwk, &compact, AUD);
+            let (input, _, _, sig) = split_jws(&compact);
+            assert!(
+                openssl_accepts(&pem, alg, input.as_bytes(), &sig),
+                "{label} {alg}"
+            );
+        }
+    }
+
+    // jwk --jwks with no --key: every signing key, registered at the stand-in at once.
+    let jwks = json(&hsm.ok(&["jwk", "--jwks"]));
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2), "{jwks}");
+    let standin = Standin::start(CLIENT_ID, &jwks.to_string());
+    token_from(&hsm, &standin, "tool-rsa", "RS512");
+    token_from(&hsm, &standin, "tool-ec", "ES384");
+    assert_eq!(listed(&hsm, "tool-rsa")["may_exist_off_token"], false);
+}
+
+#[test]
+fn private_key_and_certificate_without_public_key_object_work_with_jwk_assert_and_token() {
+    let hsm = SoftHsm::new("alg-cert-only");
+    let rsa = off_token_key(&hsm, "cert-rsa", "RSA", "rsa_keygen_bits:2048");
+    let ec = off_token_key(&hsm, "cert-ec", "EC", "ec_paramgen_curve:P-384");
+    for (key, id, label) in [(&rsa, "10", "cert-rsa"), (&ec, "11", "cert-ec")] {
+        import(&hsm, &key.private_der, "privkey", id, label, &[]);
+        import(&hsm, &key.cert_der, "cert", id, label, &[]);
+    }
+    assert!(!hsm
+        .pkcs11_tool(&["--list-objects"])
+        .contains("Public Key Object"));
+
+    for (key, label, alg) in [(&rsa, "cert-rsa", "RS256"), (&ec, "cert-ec", "ES384")] {
+        // jwk --x5c: the certificate as x5c (standard base64, RFC 7517 §4.7), and x5t#S256 its
+        // base64url SHA-256 (§4.9).
+        let cert = std::fs::read(&key.cert_der).expect("certificate");
+        let jwk = json(&hsm.ok(&["jwk", "--key", label, "--x5c"]));
+        assert_eq!(jwk["x5c"], serde_json::json!([STANDARD.encode(&cert)]));
+        let x5t = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&cert));
+        assert_eq!(jwk["x5t#S256"], x5t);
+        assert_eq!(listed(&hsm, label)["public_key_from"], "Certificate");
+
+        // assert: PyJWT with that JWK, openssl with the key openssl made.
+        let compact = assert_with(&hsm, label, alg);
+        pyjwt_verify(&jwk.to_string(), &compact, AUD);
+        let (input, _, _, sig) = split_jws(&compact);
+        assert!(
+            openssl_accepts(&key.public_pem, alg, input.as_bytes(), &sig),
+            "{label}"
+        );
+    }
+
+    // token, against a stand-in that has both keys registered.
+    let jwks = hsm.ok(&["jwk", "--jwks", "--x5c"]);
+    let standin = Standin::start(CLIENT_ID, &jwks);
+    token_from(&hsm, &standin, "cert-rsa", "RS256");
+    token_from(&hsm, &standin, "cert-ec", "ES384");
+}
+
+#[test]
+fn certificate_of_another_key_is_refused_by_the_self_test_and_nothing_is_sent() {
+    let hsm = SoftHsm::new("alg-wrong-cert");
+    let mine = off_token_key(&hsm, "mine", "EC", "ec_paramgen_curve:P-384");
+    let other = off_token_key(&hsm, "other", "EC", "ec_paramgen_curve:P-384");
+    import(&hsm, &mine.private_der, "privkey", "20", "paired", &[]);
+    import(&hsm, &other.cert_der, "cert", "20", "paired", &[]);
+
+    // jwk cannot tell (it never signs), so the stand-in registers the certificate's key.
+    let jwks = hsm.ok(&["jwk", "--jwks", "--key", "paired"]);
+    let standin = Standin::start(CLIENT_ID, &jwks);
+
+    // assert and token both stop at the in-process check: exit 6, nothing printed or sent.
+    let assert = hsm.run(&[
+        "assert",
+        "--key",
+        "paired",
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        AUD,
+    ]);
+    assert_eq!(assert.status.code(), Some(6), "{}", stderr(&assert));
+    assert!(
+        stderr(&assert).contains("failed the in-process check"),
+        "{}",
+        stderr(&assert)
+    );
+    assert!(
+        stderr(&assert).contains("belongs to another key"),
+        "{}",
+        stderr(&assert)
+    );
+    assert!(assert.stdout.is_empty());
+    let endpoint = standin.token_endpoint();
+    let token = hsm.run(&[
+        "token",
+        "--key",
+        "paired",
+        "--client-id",
+        CLIENT_ID,
+        "--token-endpoint",
+        &endpoint,
+    ]);
+    assert_eq!(token.status.code(), Some(6), "{}", stderr(&token));
+    assert!(
+        !standin.log().contains("POST"),
+        "nothing reached the stand-in: {}",
+        standin.log()
+    );
+}
+
+#[test]
+fn imported_private_keys_are_flagged_and_warned_about() {
+    let hsm = SoftHsm::new("alg-imported");
+    let key = off_token_key(&hsm, "imported", "RSA", "rsa_keygen_bits:2048");
+    import(&hsm, &key.private_der, "privkey", "30", "imported", &[]);
+    import(
+        &hsm,
+        &key.private_der,
+        "privkey",
+        "31",
+        "extractable",
+        &["--extractable"],
+    );
+    hsm.ok(&["keygen", "--key", "made-here"]);
+
+    // keys --json: an imported key was never always-sensitive, nor never-extractable.
+    let imported = listed(&hsm, "imported");
+    assert_eq!(imported["may_exist_off_token"], true, "{imported}");
+    assert_eq!(
+        imported["flags"]["CKA_ALWAYS_SENSITIVE"], false,
+        "{imported}"
+    );
+    assert_eq!(
+        imported["flags"]["CKA_NEVER_EXTRACTABLE"], false,
+        "{imported}"
+    );
+    let extractable = listed(&hsm, "extractable");
+    assert_eq!(
+        extractable["flags"]["CKA_EXTRACTABLE"], true,
+        "{extractable}"
+    );
+    assert_eq!(extractable["may_exist_off_token"], true, "{extractable}");
+    let made_here = listed(&hsm, "made-here");
+    assert_eq!(made_here["may_exist_off_token"], false, "{made_here}");
+    assert_eq!(
+        made_here["flags"]["CKA_NEVER_EXTRACTABLE"], true,
+        "{made_here}"
+    );
+
+    // With neither public key object nor certificate, RSA's CKA_MODULUS gives the public key.
+    assert_eq!(
+        imported["public_key_from"], "PrivateKeyObject",
+        "{imported}"
+    );
+
+    // assert warns on stderr for the imported keys only, and still signs.
+    for (label, warned) in [
+        ("imported", true),
+        ("extractable", true),
+        ("made-here", false),
+    ] {
+        let out = hsm.run(&[
+            "assert",
+            "--key",
+            label,
+            "--client-id",
+            CLIENT_ID,
+            "--audience",
+            AUD,
+        ]);
+        assert!(out.status.success(), "{label}: {}", stderr(&out));
+        let warning = stderr(&out).contains("private key may exist off the token");
+        assert_eq!(warning, warned, "{label}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn ec_private_key_alone_says_what_is_missing() {
+    let hsm = SoftHsm::new("alg-ec-alone");
+    let key = off_token_key(&hsm, "alone", "EC", "ec_paramgen_curve:P-256");
+    import(&hsm, &key.private_der, "privkey", "40", "alone", &[]);
+
+    let out = hsm.run(&[
+        "assert",
+        "--key",
+        "alone",
+        "--client-id",
+        CLIENT_ID,
+        "--audience",
+        AUD,
+    ]);
+
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains("has no public key object, no certificate"),
+        "{text}"
+    );
+    assert!(
+        text.contains("import its public key or certificate with the same CKA_ID"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rsa_key_under_2048_bits_is_refused_and_left_out_of_the_jwks() {
+    let hsm = SoftHsm::new("alg-rsa-1024");
+    let key = off_token_key(&hsm, "short", "RSA", "rsa_keygen_bits:1024");
+    import(&hsm, &key.private_der, "privkey", "50", "short", &[]);
+    import(&hsm, &key.public_pem, "pubkey", "50", "short", &[]);
+    hsm.ok(&["keygen", "--alg", "ES256", "--key", "fine"]);
+
+    // assert, with the default alg or an RSA one: exit 5, the key's size and what to do.
+    let needles = [
+        "RSA key has 1024 bits",
+        "fewer than the 2048",
+        "p11jwt keygen",
+    ];
+    refused(&hsm, "short", None, 5, &needles);
+    refused(&hsm, "short", Some("PS256"), 5, &needles);
+    refused(
+        &hsm,
+        "short",
+        Some("ES256"),
+        2,
+        &["ES256 does not fit this RSA 1024 key", "none"],
+    );
+
+    // jwk refuses it; jwk --jwks of the whole token leaves it out and keeps the other key.
+    let jwk = hsm.run(&["jwk", "--key", "short"]);
+    assert_eq!(jwk.status.code(), Some(5), "{}", stderr(&jwk));
+    let out = hsm.run(&["jwk", "--jwks"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jwks = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    assert!(
+        stderr(&out).contains("leaving key \"short\" out of the JWKS"),
+        "{}",
+        stderr(&out)
+    );
 }
