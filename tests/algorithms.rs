@@ -964,3 +964,79 @@ fn rsa_key_under_2048_bits_is_refused_and_left_out_of_the_jwks() {
         stderr(&out)
     );
 }
+
+/// Finds a secret key on `$curve` whose public coordinate `$which` (0 = x, 1 = y) starts with a
+/// zero byte, trying the scalars SHA-256(name || counter) in turn; about 1 in 256 does, and the
+/// loop gives up after 20 000. Returns (PKCS#8 DER private key, SPKI PEM public key, x, y).
+macro_rules! key_with_leading_zero {
+    ($curve:ident, $which:expr, $name:expr) => {{
+        use $curve::elliptic_curve::sec1::ToEncodedPoint as _;
+        use $curve::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+        let len = $curve::FieldBytes::default().len();
+        let found = (0u32..20_000).find_map(|counter| {
+            let seed = sha2::Sha512::digest(format!("{}-{counter}", $name));
+            let secret = $curve::SecretKey::from_slice(&seed[..len]).ok()?;
+            let point = secret.public_key().to_encoded_point(false);
+            let (x, y) = (
+                point.as_bytes()[1..1 + len].to_vec(),
+                point.as_bytes()[1 + len..].to_vec(),
+            );
+            let coordinate = if $which == 0 { &x } else { &y };
+            (coordinate[0] == 0).then_some((secret, x, y))
+        });
+        let (secret, x, y) = found.expect("a key with a leading zero byte within 20 000 tries");
+        let private = secret.to_pkcs8_der().expect("PKCS#8").as_bytes().to_vec();
+        let public = secret
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("SPKI PEM");
+        (private, public, x, y)
+    }};
+}
+
+#[test]
+fn ec_coordinates_with_leading_zero_bytes_stay_padded_in_the_jwk() {
+    let hsm = SoftHsm::new("alg-leading-zero");
+    let cases = [
+        (
+            "p256-x0",
+            "ES256",
+            key_with_leading_zero!(p256, 0, "p256-x0"),
+        ),
+        (
+            "p256-y0",
+            "ES256",
+            key_with_leading_zero!(p256, 1, "p256-y0"),
+        ),
+        (
+            "p384-x0",
+            "ES384",
+            key_with_leading_zero!(p384, 0, "p384-x0"),
+        ),
+        (
+            "p384-y0",
+            "ES384",
+            key_with_leading_zero!(p384, 1, "p384-y0"),
+        ),
+    ];
+
+    for (index, (label, alg, (private, public, x, y))) in cases.into_iter().enumerate() {
+        // Import the key pair with pkcs11-tool: the token holds it as any device would.
+        let (private_path, public_path) = (hsm.path(&format!("{label}.der")), hsm.path(label));
+        std::fs::write(&private_path, &private).expect("write private key");
+        std::fs::write(&public_path, &public).expect("write public key");
+        let id = format!("6{index}");
+        import(&hsm, &private_path, "privkey", &id, label, &[]);
+        import(&hsm, &public_path, "pubkey", &id, label, &[]);
+
+        // x and y keep their full field length, leading zero included (RFC 7518 §6.2.1.2).
+        let jwk_text = hsm.ok(&["jwk", "--key", label]);
+        let jwk = json(&jwk_text);
+        assert_eq!(b64url(&jwk["x"]), x, "{label}");
+        assert_eq!(b64url(&jwk["y"]), y, "{label}");
+
+        // PyJWT takes the JWK and verifies an assertion with it.
+        let compact = assert_with(&hsm, label, alg);
+        pyjwt_verify(&jwk_text, &compact, AUD);
+    }
+}
