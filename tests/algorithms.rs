@@ -1040,3 +1040,50 @@ fn ec_coordinates_with_leading_zero_bytes_stay_padded_in_the_jwk() {
         pyjwt_verify(&jwk_text, &compact, AUD);
     }
 }
+
+#[test]
+fn ecdsa_der_signatures_from_openssl_become_verifying_jws_signatures() {
+    use p11jwt::alg::{Alg, Curve};
+    use p11jwt::assertion::ecdsa_jws_candidates;
+    use p11jwt::jwk::PublicKey;
+    let hsm = SoftHsm::new("alg-der");
+    let curves = [
+        (Curve::P256, Alg::ES256, "P-256", "-sha256"),
+        (Curve::P384, Alg::ES384, "P-384", "-sha384"),
+        (Curve::P521, Alg::ES512, "P-521", "-sha512"),
+    ];
+
+    for (curve, alg, name, digest) in curves {
+        // A key made by openssl, whose public key p11jwt reads from the certificate.
+        let option = format!("ec_paramgen_curve:{name}");
+        let key = off_token_key(&hsm, name, "EC", &option);
+        let cert = std::fs::read(&key.cert_der).expect("certificate");
+        let public = PublicKey::from_certificate(&cert).expect("the certificate's key");
+        let pem = hsm.path(&format!("{name}.key.pem"));
+
+        // openssl signs in DER, as some modules' CKM_ECDSA does: r and s are minimal INTEGERs,
+        // with a zero byte in front when their top bit is set.
+        for i in 0..24 {
+            let message = format!("header.claims-{i}");
+            let data = hsm.path("message");
+            std::fs::write(&data, &message).expect("write message");
+            let args = [
+                "dgst",
+                digest,
+                "-sign",
+                pem.to_str().unwrap(),
+                data.to_str().unwrap(),
+            ];
+            let der = openssl(&args);
+
+            // Exactly r || s, each the field size (RFC 7518 §3.4), and it verifies.
+            let candidates = ecdsa_jws_candidates(curve, &der);
+            let verifying: Vec<&Vec<u8>> = candidates
+                .iter()
+                .filter(|c| public.verify(alg, message.as_bytes(), c).is_ok())
+                .collect();
+            assert_eq!(verifying.len(), 1, "{name} #{i}: one reading verifies");
+            assert_eq!(verifying[0].len(), 2 * curve.field_len(), "{name} #{i}");
+        }
+    }
+}
