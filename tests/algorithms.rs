@@ -950,6 +950,10 @@ fn rsa_key_under_2048_bits_is_refused_and_left_out_of_the_jwks() {
         &["ES256 does not fit this RSA 1024 key", "none"],
     );
 
+    // keys lists it without a default alg.
+    assert_eq!(listed(&hsm, "short")["alg"], Value::Null);
+    assert_eq!(listed(&hsm, "short")["type"], "RSA 1024");
+
     // jwk refuses it; jwk --jwks of the whole token leaves it out and keeps the other key.
     let jwk = hsm.run(&["jwk", "--key", "short"]);
     assert_eq!(jwk.status.code(), Some(5), "{}", stderr(&jwk));
