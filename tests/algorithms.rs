@@ -763,6 +763,24 @@ fn private_key_and_certificate_without_public_key_object_work_with_jwk_assert_an
         assert_eq!(jwk["x5t#S256"], x5t);
         assert_eq!(listed(&hsm, label)["public_key_from"], "Certificate");
 
+        // The certificate is a public object: jwk needs no PIN for it.
+        let no_pin = hsm
+            .p11jwt()
+            .env_remove("P11JWT_PIN")
+            .args(["jwk", "--key", label])
+            .output();
+        let no_pin = no_pin.expect("p11jwt runs");
+        assert!(
+            no_pin.status.success(),
+            "{label} without PIN: {}",
+            stderr(&no_pin)
+        );
+        let mut without_x5c = jwk.clone();
+        without_x5c
+            .as_object_mut()
+            .map(|m| (m.remove("x5c"), m.remove("x5t#S256")));
+        assert_eq!(json(&String::from_utf8_lossy(&no_pin.stdout)), without_x5c);
+
         // assert: PyJWT with that JWK, openssl with the key openssl made.
         let compact = assert_with(&hsm, label, alg);
         pyjwt_verify(&jwk.to_string(), &compact, AUD);
