@@ -127,44 +127,44 @@ impl Alg {
 
     /// The algorithms a key can produce, in the order they are usually preferred.
     pub fn fitting(kind: KeyKind) -> Vec<Alg> {
-        ALL.iter()
-            .copied()
-            .filter(|alg| alg.fits_type(kind) && alg.check_key(kind).is_ok())
-            .collect()
+        ALL.iter().copied().filter(|alg| alg.fits(kind)).collect()
     }
 
     /// Whether this `alg` can be made with `kind`; the error names the key and what it can do.
     pub fn check_key(self, kind: KeyKind) -> Result<(), AlgError> {
-        if !self.fits_type(kind) {
-            // `fitting` calls `check_key` only for algs whose type fits, which never get
-            // here: no recursion.
-            return Err(AlgError::KeyMismatch {
-                alg: self,
-                kind,
-                fitting: Alg::fitting(kind),
-            });
+        if let KeyKind::Rsa { bits } = kind {
+            if bits < MIN_RSA_BITS && self.is_rsa() {
+                return Err(AlgError::RsaTooSmall { bits });
+            }
         }
-        match kind {
-            // RFC 7518 §3.3 and §3.5: 2048 bits or more.
-            KeyKind::Rsa { bits } if bits < MIN_RSA_BITS => Err(AlgError::RsaTooSmall { bits }),
-            _ => Ok(()),
+        if self.fits(kind) {
+            return Ok(());
         }
+        Err(AlgError::KeyMismatch {
+            alg: self,
+            kind,
+            fitting: Alg::fitting(kind),
+        })
     }
 
-    /// Whether the key type and curve are the ones this `alg` is defined on, size aside.
-    fn fits_type(self, kind: KeyKind) -> bool {
+    fn is_rsa(self) -> bool {
         matches!(
-            (self, kind),
-            (
-                Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512,
-                KeyKind::Rsa { .. }
-            )
-                // RFC 7518 §3.4: each ES alg is bound to one curve.
-                | (Alg::ES256, KeyKind::Ec(Curve::P256))
-                | (Alg::ES384, KeyKind::Ec(Curve::P384))
-                | (Alg::ES512, KeyKind::Ec(Curve::P521))
-                | (Alg::EdDSA, KeyKind::Ed25519)
+            self,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
         )
+    }
+
+    /// The key-type rule alone: RSA of at least 2048 bits for RS*/PS* (RFC 7518 §3.3, §3.5),
+    /// one curve per ES alg (§3.4), Ed25519 for EdDSA (RFC 8037 §3.1).
+    fn fits(self, kind: KeyKind) -> bool {
+        match (self, kind) {
+            (_, KeyKind::Rsa { bits }) => self.is_rsa() && bits >= MIN_RSA_BITS,
+            (Alg::ES256, KeyKind::Ec(Curve::P256))
+            | (Alg::ES384, KeyKind::Ec(Curve::P384))
+            | (Alg::ES512, KeyKind::Ec(Curve::P521))
+            | (Alg::EdDSA, KeyKind::Ed25519) => true,
+            _ => false,
+        }
     }
 
     /// The mechanisms that make this `alg`: first the one fed a local digest, then the combined
