@@ -90,6 +90,10 @@ fn public_keys_in_device_encodings_give_exact_jwks_or_clear_refusals() {
     );
     let uncompressed = [&[0x04][..], &x, &y].concat();
     let wrapped = [&[0x04, 65][..], &uncompressed].concat();
+    // y with its lowest bit flipped is not on the curve for that x.
+    let mut off_curve = wrapped.clone();
+    let last = off_curve.len() - 1;
+    off_curve[last] ^= 1;
     let compressed = [&[0x02 | (y[31] & 1)][..], &x].concat();
 
     create_public_keys(
@@ -131,7 +135,7 @@ fn public_keys_in_device_encodings_give_exact_jwks_or_clear_refusals() {
                     Attribute::EcPoint(ed_x),
                 ],
             ),
-            // Refused: a compressed point, and a wrapped point with a trailing byte.
+            // Refused: a compressed point, a trailing byte, a point off the curve.
             (
                 "ec-compressed",
                 KeyType::EC,
@@ -146,6 +150,14 @@ fn public_keys_in_device_encodings_give_exact_jwks_or_clear_refusals() {
                 vec![
                     Attribute::EcParams(P256_OID.to_vec()),
                     Attribute::EcPoint([&wrapped[..], &[0]].concat()),
+                ],
+            ),
+            (
+                "ec-off-curve",
+                KeyType::EC,
+                vec![
+                    Attribute::EcParams(P256_OID.to_vec()),
+                    Attribute::EcPoint(off_curve),
                 ],
             ),
         ],
@@ -167,6 +179,7 @@ fn public_keys_in_device_encodings_give_exact_jwks_or_clear_refusals() {
     for (label, reason) in [
         ("ec-compressed", "compressed points"),
         ("ec-trailing", "CKA_EC_POINT has 68 bytes"),
+        ("ec-off-curve", "not on the curve"),
     ] {
         let out = hsm.run(&["jwk", "--key", label]);
         let stderr = String::from_utf8_lossy(&out.stderr);
