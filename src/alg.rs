@@ -392,6 +392,34 @@ mod tests {
     }
 
     #[test]
+    fn every_misfit_names_the_algs_the_key_can_make() {
+        // Regression: check_key and fitting used to call each other without end.
+        let kinds = [
+            KeyKind::Rsa { bits: 2048 },
+            KeyKind::Rsa { bits: 1024 },
+            KeyKind::Ec(Curve::P256),
+            KeyKind::Ec(Curve::P384),
+            KeyKind::Ec(Curve::P521),
+            KeyKind::Ed25519,
+        ];
+        for kind in kinds {
+            for alg in ALL {
+                match alg.check_key(kind) {
+                    Ok(()) => assert!(Alg::fitting(kind).contains(&alg)),
+                    Err(AlgError::KeyMismatch { fitting, .. }) => {
+                        assert_eq!(fitting, Alg::fitting(kind));
+                        assert!(!fitting.contains(&alg));
+                    }
+                    Err(AlgError::RsaTooSmall { bits }) => assert_eq!(bits, 1024),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        assert_eq!(Alg::fitting(KeyKind::Ec(Curve::P521)), [Alg::ES512]);
+        assert!(Alg::fitting(KeyKind::Rsa { bits: 1024 }).is_empty());
+    }
+
+    #[test]
     fn refuses_rsa_under_2048_bits() {
         let err = Alg::RS256
             .check_key(KeyKind::Rsa { bits: 1024 })

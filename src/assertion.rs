@@ -191,6 +191,49 @@ mod tests {
         assert_eq!(c, vec![raw]);
     }
 
+    /// DER `SEQUENCE { INTEGER r, INTEGER s }` of two positive integers without leading zeros.
+    fn der_of(r: &[u8], s: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x02, r.len() as u8];
+        body.extend_from_slice(r);
+        body.extend([0x02, s.len() as u8]);
+        body.extend_from_slice(s);
+        let mut out = vec![0x30];
+        if body.len() >= 0x80 {
+            out.push(0x81);
+        }
+        out.push(body.len() as u8);
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn der_signature_of_exactly_raw_length_gives_both_readings() {
+        // r and s of 29 bytes: the DER is 64 bytes, as long as a P-256 r || s.
+        let der = der_of(&[0x11; 29], &[0x22; 29]);
+        assert_eq!(der.len(), 64);
+        let c = ecdsa_jws_candidates(Curve::P256, &der);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0], der);
+        assert_eq!(&c[1][..3], &[0, 0, 0]);
+        assert_eq!(&c[1][3..32], &[0x11; 29]);
+        assert_eq!(&c[1][35..], &[0x22; 29]);
+    }
+
+    #[test]
+    fn p521_der_signature_with_long_form_length_is_padded_to_66_bytes() {
+        // P-521 r and s are up to 66 bytes, so the SEQUENCE needs the 0x81 length form.
+        let r = [0x01; 66];
+        let s = [0x01; 65];
+        let der = der_of(&r, &s);
+        assert_eq!(der[1], 0x81);
+        let c = ecdsa_jws_candidates(Curve::P521, &der);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].len(), 132);
+        assert_eq!(&c[0][..66], &r);
+        assert_eq!(c[0][66], 0);
+        assert_eq!(&c[0][67..], &s);
+    }
+
     #[test]
     fn wrong_length_signature_yields_nothing() {
         assert!(ecdsa_jws_candidates(Curve::P256, &[0u8; 63]).is_empty());

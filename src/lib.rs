@@ -68,6 +68,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         use token::Error as T;
         match self {
+            // A key too small for any alg is the key's fault; any other alg error the caller's.
+            Error::Alg(alg::AlgError::RsaTooSmall { .. }) => exit::KEY,
             Error::Usage(_) | Error::Alg(_) | Error::Uri(_) => exit::USAGE,
             Error::Config(config::Error::LoosePermissions { .. })
             | Error::Config(config::Error::EmptyPin { .. }) => exit::AUTHENTICATION,

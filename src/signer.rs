@@ -38,17 +38,17 @@ pub enum Checks {
 impl<'t> Signer<'t> {
     /// Binds `key` to `alg` (default: the key's own, see [`Alg::default_for`]) and `kid`
     /// (default: the RFC 7638 thumbprint, so `jwk` and `assert` agree with nothing stored).
-    /// Refuses an `alg` that does not fit the key before anything is signed.
+    /// Refuses an `alg` that does not fit the key before anything is signed: the error is
+    /// [`crate::Error::Alg`], naming the key's type and the algs it can make.
     pub fn new(
         token: &'t Token,
         key: &'t KeyPair,
         alg: Option<Alg>,
         kid: Option<String>,
-    ) -> Result<Signer<'t>, Error> {
+    ) -> Result<Signer<'t>, crate::Error> {
         let kind = key.public.kind();
         let alg = alg.unwrap_or_else(|| Alg::default_for(kind));
-        alg.check_key(kind)
-            .map_err(|e| Error::Key(KeyError::Unsupported(e.to_string())))?;
+        alg.check_key(kind)?;
 
         // Prefer hashing here and signing the digest; fall back to the mechanism that hashes on
         // the token when that is all the token offers.
@@ -60,9 +60,12 @@ impl<'t> Signer<'t> {
                 break;
             }
         }
+        let mut wanted: Vec<&'static str> = candidates.iter().map(|m| m.name()).collect();
+        // EdDSA has one mechanism, listed twice in the table.
+        wanted.dedup();
         let mechanism = mechanism.ok_or_else(|| Error::MechanismMissing {
             alg: alg.to_string(),
-            wanted: candidates.iter().map(|m| m.name()).collect(),
+            wanted,
         })?;
         log::debug!(
             "{alg} with {} on key {}",
@@ -118,7 +121,9 @@ impl JwsSigner for Signer<'_> {
         let skip_check = self.checks == Checks::FirstForEc
             && !matches!(kind, KeyKind::Rsa { .. })
             && self.checked_once.get();
-        if skip_check && !candidates.is_empty() {
+        // Only an unambiguous signature skips the check: a DER signature as long as r || s has
+        // two readings, and only verification tells which one is right.
+        if skip_check && candidates.len() == 1 {
             return Ok(candidates.swap_remove(0));
         }
         let mut last = KeyError::BadSignature(format!(

@@ -297,7 +297,7 @@ impl Token {
         template.extend(selector_template(selector));
         let found = self.find(&template)?;
         let [handle] = found.as_slice() else {
-            return Ok(None);
+            return self.find_certificate(selector);
         };
         let attrs = self.attributes(*handle, &[AttributeType::Label, AttributeType::Id])?;
         let label = bytes_attr(&attrs, AttributeType::Label).unwrap_or_default();
@@ -309,6 +309,31 @@ impl Token {
             id,
             public,
             public_source: PublicSource::PublicKeyObject,
+            flags: KeyFlags::default(),
+            private: None,
+        }))
+    }
+
+    /// The public half from a certificate alone, for key pairs kept as a private key and a
+    /// certificate (YubiKey PIV, many HSMs): certificates are public objects, so no login.
+    fn find_certificate(&self, selector: &KeySelector) -> Result<Option<KeyPair>, Error> {
+        let mut template = vec![Attribute::Class(ObjectClass::CERTIFICATE)];
+        template.extend(selector_template(selector));
+        let found = self.find(&template)?;
+        let [handle] = found.as_slice() else {
+            return Ok(None);
+        };
+        use AttributeType as A;
+        let attrs = self.attributes(*handle, &[A::Label, A::Id, A::Value])?;
+        let Some(cert) = bytes_attr(&attrs, A::Value) else {
+            return Ok(None);
+        };
+        Ok(Some(KeyPair {
+            public: PublicKey::from_certificate(&cert).map_err(Error::Key)?,
+            certificate: Some(cert),
+            label: bytes_attr(&attrs, A::Label).unwrap_or_default(),
+            id: bytes_attr(&attrs, A::Id).unwrap_or_default(),
+            public_source: PublicSource::Certificate,
             flags: KeyFlags::default(),
             private: None,
         }))

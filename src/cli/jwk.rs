@@ -39,9 +39,14 @@ pub fn run(args: JwkArgs) -> Result<(), Error> {
         let token = open_logged_in(&resolved)?;
         let mut keys = Vec::new();
         for pair in token.list_keys()? {
-            match pair {
-                Ok(pair) if pair.flags.sign != Some(false) => {
-                    keys.push(member(&pair, None, None, args.x5c)?)
+            // One unusable key (RSA under 2048 bits, no certificate for --x5c) must not hide
+            // the others: it is named on stderr and left out.
+            match pair.map(|p| (member(&p, None, None, args.x5c), p)) {
+                Ok((Ok(value), pair)) if pair.flags.sign != Some(false) => keys.push(value),
+                Ok((Err(e), pair)) if pair.flags.sign != Some(false) => {
+                    let why = e.to_string();
+                    let why = why.lines().next().unwrap_or_default();
+                    log::warn!("leaving key {:?} out of the JWKS: {why}", pair.label_text())
                 }
                 Ok(_) => {}
                 Err(e) => log::warn!("skipping a key: {e}"),

@@ -48,7 +48,7 @@ pub fn run(args: KeysArgs) -> Result<(), Error> {
             row["label"].as_str().unwrap_or(""),
             row["id"].as_str().unwrap_or(""),
             row["type"].as_str().unwrap_or(""),
-            row["alg"].as_str().unwrap_or(""),
+            row["alg"].as_str().unwrap_or("(no alg fits)"),
             row["kid"].as_str().unwrap_or(""),
             flag_text(row),
             row["uri"].as_str().unwrap_or(""),
@@ -71,7 +71,8 @@ fn describe(pair: &KeyPair, token: &TokenFields<'_>) -> serde_json::Value {
         "label": pair.label_text(),
         "id": pair.id_hex(),
         "type": kind.to_string(),
-        "alg": Alg::default_for(kind).as_str(),
+        // A key no alg fits (RSA under 2048 bits) has no default alg to offer.
+        "alg": Alg::fitting(kind).first().map(|_| Alg::default_for(kind).as_str()),
         "kid": pair.public.thumbprint(),
         "uri": uri.to_string(),
         "public_key_from": format!("{:?}", pair.public_source),

@@ -294,8 +294,8 @@ fn require_key(resolved: &Resolved) -> Result<(), Error> {
 fn warn_if_extractable(key: &KeyPair) {
     if key.flags.may_exist_off_token() {
         log::warn!(
-            "key {:?} is or was extractable (CKA_EXTRACTABLE / CKA_NEVER_EXTRACTABLE): its \
-             private key may exist off the token",
+            "key {:?} is extractable, or was imported or extractable once (CKA_EXTRACTABLE, \
+             CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE): its private key may exist off the token",
             key.label_text()
         );
     }
