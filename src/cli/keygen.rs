@@ -13,7 +13,7 @@ use super::{open_logged_in, pretty, print_stdout, KeyArgs};
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     /// Key type, named by the alg it is for: RS*/PS* make RSA, ES256/ES384/ES512 make
     /// P-256/P-384/P-521, EdDSA makes Ed25519

@@ -2,6 +2,7 @@
 //! business logic lives here: each subcommand resolves its arguments and calls the library.
 
 mod assert;
+mod config;
 mod get;
 mod jwk;
 mod keygen;
@@ -40,6 +41,15 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// Config file with [profiles.NAME] tables [default: $XDG_CONFIG_HOME/p11jwt/config.toml,
+    /// then /etc/p11jwt/config.toml]
+    #[arg(long, env = "P11JWT_CONFIG", value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+
+    /// Profile from the config file: fills the settings no flag or environment variable gave
+    #[arg(long, env = "P11JWT_PROFILE", value_name = "NAME", global = true)]
+    profile: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +68,8 @@ enum Command {
     Token(token::TokenArgs),
     /// GET a URL with a fresh access token; print the response body
     Get(get::GetArgs),
+    /// Show the settings a command would use, and where each comes from
+    Config(config::ConfigArgs),
 }
 
 /// Which module, token and key; shared by every command.
@@ -154,7 +166,9 @@ impl EndpointArgs {
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command, after filling unset settings from the profile (if one is chosen).
+pub fn run(mut cli: Cli, matches: &clap::ArgMatches) -> Result<(), Error> {
+    let report = config::apply_profile(&mut cli, matches)?;
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Keys(args) => keys::run(args),
@@ -162,6 +176,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Assert(args) => assert::run(args),
         Command::Token(args) => token::run(args),
         Command::Get(args) => get::run(args),
+        Command::Config(_) => config::run(report),
     }
 }
 
