@@ -127,30 +127,17 @@ impl Alg {
 
     /// The algorithms a key can produce, in the order they are usually preferred.
     pub fn fitting(kind: KeyKind) -> Vec<Alg> {
-        ALL.iter()
-            .copied()
-            .filter(|alg| alg.check_key(kind).is_ok())
-            .collect()
+        ALL.iter().copied().filter(|alg| alg.fits(kind)).collect()
     }
 
     /// Whether this `alg` can be made with `kind`; the error names the key and what it can do.
     pub fn check_key(self, kind: KeyKind) -> Result<(), AlgError> {
-        let fits = match (self, kind) {
-            (Alg::RS256 | Alg::RS384 | Alg::RS512, KeyKind::Rsa { bits })
-            | (Alg::PS256 | Alg::PS384 | Alg::PS512, KeyKind::Rsa { bits }) => {
-                if bits < MIN_RSA_BITS {
-                    return Err(AlgError::RsaTooSmall { bits });
-                }
-                true
+        if let KeyKind::Rsa { bits } = kind {
+            if bits < MIN_RSA_BITS && self.is_rsa() {
+                return Err(AlgError::RsaTooSmall { bits });
             }
-            // RFC 7518 §3.4: each ES alg is bound to one curve.
-            (Alg::ES256, KeyKind::Ec(Curve::P256))
-            | (Alg::ES384, KeyKind::Ec(Curve::P384))
-            | (Alg::ES512, KeyKind::Ec(Curve::P521))
-            | (Alg::EdDSA, KeyKind::Ed25519) => true,
-            _ => false,
-        };
-        if fits {
+        }
+        if self.fits(kind) {
             return Ok(());
         }
         Err(AlgError::KeyMismatch {
@@ -158,6 +145,25 @@ impl Alg {
             kind,
             fitting: Alg::fitting(kind),
         })
+    }
+
+    fn is_rsa(self) -> bool {
+        use Alg::*;
+        matches!(self, RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+    }
+
+    /// The pairing rules alone; kept apart from [`Alg::check_key`] so that listing the fitting
+    /// algs does not recurse into the error path.
+    fn fits(self, kind: KeyKind) -> bool {
+        match (self, kind) {
+            (_, KeyKind::Rsa { bits }) => self.is_rsa() && bits >= MIN_RSA_BITS,
+            // RFC 7518 §3.4: each ES alg is bound to one curve.
+            (Alg::ES256, KeyKind::Ec(Curve::P256))
+            | (Alg::ES384, KeyKind::Ec(Curve::P384))
+            | (Alg::ES512, KeyKind::Ec(Curve::P521))
+            | (Alg::EdDSA, KeyKind::Ed25519) => true,
+            _ => false,
+        }
     }
 
     /// The mechanisms that make this `alg`: first the one fed a local digest, then the combined
