@@ -2,7 +2,7 @@
 //! generate key pairs, sign. The only module that calls `cryptoki`; it knows nothing of JWT or
 //! HTTP.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +47,44 @@ pub struct OpenOptions {
     pub uri: Option<Pkcs11Uri>,
     /// Keygen needs a read-write session; signing does not.
     pub read_write: bool,
+    /// Log in even when the token says the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY).
+    pub allow_final_pin_try: bool,
+}
+
+/// The CKF_USER_PIN_* flags of a token, read before logging in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinFlags {
+    pub initialized: bool,
+    pub count_low: bool,
+    pub final_try: bool,
+    pub locked: bool,
+}
+
+impl PinFlags {
+    /// Whether a login may be tried in this state. A locked PIN, or one whose next wrong try
+    /// locks it (unless the caller allows that), is never tried.
+    pub fn check(self, token: &str, allow_final_try: bool) -> Result<(), Error> {
+        if self.locked {
+            return Err(Error::PinLocked);
+        }
+        if !self.initialized {
+            return Err(Error::UserPinNotInitialized {
+                token: token.to_owned(),
+            });
+        }
+        if self.final_try && !allow_final_try {
+            return Err(Error::PinFinalTry);
+        }
+        if self.final_try {
+            log::warn!("token {token:?}: a wrong user PIN now locks it (CKF_USER_PIN_FINAL_TRY)");
+        } else if self.count_low {
+            log::warn!(
+                "token {token:?} reports that a wrong user PIN was entered recently \
+                 (CKF_USER_PIN_COUNT_LOW)"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Which key pair to use: by CKA_LABEL, CKA_ID, or both.
@@ -148,6 +186,10 @@ pub struct Token {
     description: TokenDescription,
     module_path: PathBuf,
     mechanisms: OnceCell<Vec<MechanismType>>,
+    /// The PIN again, kept only until the key is known: a key with CKA_ALWAYS_AUTHENTICATE
+    /// needs it once more, right before its signature (CKU_CONTEXT_SPECIFIC).
+    context_pin: RefCell<Option<Secret>>,
+    allow_final_pin_try: bool,
 }
 
 impl fmt::Debug for Token {
@@ -206,9 +248,12 @@ impl Token {
             description,
             module_path,
             mechanisms: OnceCell::new(),
+            context_pin: RefCell::new(None),
+            allow_final_pin_try: options.allow_final_pin_try,
         };
         if pin.is_some() || token.description.protected_authentication_path {
             token.login(pin)?;
+            *token.context_pin.borrow_mut() = pin.cloned();
         }
         Ok(token)
     }
@@ -228,20 +273,13 @@ impl Token {
             .ctx
             .get_token_info(self.slot)
             .map_err(|e| Error::ck("C_GetTokenInfo", e))?;
-        if info.user_pin_locked() {
-            return Err(Error::PinLocked);
-        }
-        if !info.user_pin_initialized() {
-            return Err(Error::UserPinNotInitialized {
-                token: self.description.label.clone(),
-            });
-        }
-        if info.user_pin_final_try() {
-            return Err(Error::PinFinalTry);
-        }
-        if info.user_pin_count_low() {
-            log::warn!("the token reports that a wrong user PIN was entered recently");
-        }
+        let flags = PinFlags {
+            initialized: info.user_pin_initialized(),
+            count_low: info.user_pin_count_low(),
+            final_try: info.user_pin_final_try(),
+            locked: info.user_pin_locked(),
+        };
+        flags.check(&self.description.label, self.allow_final_pin_try)?;
 
         let auth = pin.map(|p| AuthPin::from(p.expose().to_owned()));
         if auth.is_none() && !info.protected_authentication_path() {
@@ -257,6 +295,11 @@ impl Token {
             Err(CkError::Pkcs11(RvError::PinLenRange, _)) => Err(Error::PinIncorrect),
             Err(e) => Err(Error::ck("C_Login", e)),
         }
+    }
+
+    /// Drops the PIN kept for a context-specific login: the key in use does not need it.
+    fn forget_pin(&self) {
+        self.context_pin.borrow_mut().take();
     }
 
     /// Finds the key pair whose private key matches `selector`. Needs a logged-in session on
@@ -279,7 +322,7 @@ impl Token {
             many => {
                 let mut names = Vec::new();
                 for handle in many {
-                    names.push(self.object_name(*handle)?);
+                    names.push(self.object_name_and_uri(*handle)?);
                 }
                 return Err(Error::SeveralKeys {
                     wanted: describe_selector(selector),
@@ -287,7 +330,11 @@ impl Token {
                 });
             }
         };
-        self.key_pair(private)
+        let pair = self.key_pair(private)?;
+        if pair.flags.always_authenticate != Some(true) {
+            self.forget_pin();
+        }
+        Ok(pair)
     }
 
     /// Finds the public half of a key pair without logging in, when the token has a public key
@@ -316,6 +363,7 @@ impl Token {
 
     /// Every key pair whose private key is visible in this session.
     pub fn list_keys(&self) -> Result<Vec<Result<KeyPair, Error>>, Error> {
+        self.forget_pin();
         let handles = self.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])?;
         Ok(handles.into_iter().map(|h| self.key_pair(h)).collect())
     }
@@ -586,15 +634,57 @@ impl Token {
             SignMechanism::EcdsaSha(Hash::Sha384) => Mechanism::EcdsaSha384,
             SignMechanism::EcdsaSha(Hash::Sha512) => Mechanism::EcdsaSha512,
         };
-        self.session
-            .sign(&ck_mechanism, handle, data)
-            .map_err(|e| match e {
+        let sign_error = |function: &'static str| {
+            move |e: CkError| match e {
                 CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _) => Error::NotSigningKey {
                     key: describe_object(&key.label, &key.id),
                 },
                 CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
-                e => Error::ck("C_Sign", e),
-            })
+                e => Error::ck(function, e),
+            }
+        };
+        if key.flags.always_authenticate != Some(true) {
+            return self
+                .session
+                .sign(&ck_mechanism, handle, data)
+                .map_err(sign_error("C_Sign"));
+        }
+
+        // CKA_ALWAYS_AUTHENTICATE: C_SignInit, C_Login(CKU_CONTEXT_SPECIFIC), then the data.
+        // cryptoki 0.12's single-part `sign` runs C_SignInit and C_Sign in one call, leaving no
+        // room for the login, so only the multi-part mechanisms (those that hash on the token)
+        // can be used here.
+        if !hashes_on_token(mechanism) {
+            return Err(Error::AlwaysAuthenticateSinglePart {
+                key: describe_object(&key.label, &key.id),
+                mechanism: mechanism.name(),
+            });
+        }
+        self.session
+            .sign_init(&ck_mechanism, handle)
+            .map_err(sign_error("C_SignInit"))?;
+        self.context_login()?;
+        self.session
+            .sign_update(data)
+            .map_err(sign_error("C_SignUpdate"))?;
+        self.session.sign_final().map_err(sign_error("C_SignFinal"))
+    }
+
+    /// The second login a CKA_ALWAYS_AUTHENTICATE key asks for, with the PIN kept from the
+    /// first; the PIN is wiped right after.
+    fn context_login(&self) -> Result<(), Error> {
+        let pin = self.context_pin.borrow_mut().take();
+        let auth = pin.as_ref().map(|p| AuthPin::from(p.expose().to_owned()));
+        drop(pin);
+        if auth.is_none() && !self.description.protected_authentication_path {
+            return Err(Error::PinRequired);
+        }
+        match self.session.login(UserType::ContextSpecific, auth.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::PinIncorrect),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked),
+            Err(e) => Err(Error::ck("C_Login(CKU_CONTEXT_SPECIFIC)", e)),
+        }
     }
 
     fn is_logged_in(&self) -> bool {
@@ -626,6 +716,22 @@ impl Token {
         let label = bytes_attr(&attrs, AttributeType::Label).unwrap_or_default();
         let id = bytes_attr(&attrs, AttributeType::Id).unwrap_or_default();
         Ok(describe_object(&label, &id))
+    }
+
+    /// An object's name and the `pkcs:11` URI that selects exactly it.
+    fn object_name_and_uri(&self, handle: ObjectHandle) -> Result<String, Error> {
+        let attrs = self.attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
+        let label = bytes_attr(&attrs, AttributeType::Label).unwrap_or_default();
+        let id = bytes_attr(&attrs, AttributeType::Id).unwrap_or_default();
+        let d = &self.description;
+        let fields = TokenFields {
+            label: &d.label,
+            manufacturer: &d.manufacturer,
+            serial: &d.serial,
+            model: &d.model,
+        };
+        let uri = Pkcs11Uri::for_key(&fields, Some(&label), Some(&id));
+        Ok(format!("{}  {uri}", describe_object(&label, &id)))
     }
 
     fn private_key_names(&self) -> Result<Vec<String>, Error> {
@@ -688,10 +794,17 @@ fn load_module(path: &Path) -> Result<Pkcs11, Error> {
 }
 
 fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescription), Error> {
+    if let Some(uri) = options.uri.as_ref().filter(|u| u.has_library_attributes()) {
+        check_library(ctx, uri)?;
+    }
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| Error::ck("C_GetSlotList", e))?;
+    if slots.is_empty() {
+        return Err(Error::NoToken);
+    }
     let mut all = Vec::new();
+    let mut uninitialized = Vec::new();
     for slot in slots {
         let info = match ctx.get_token_info(slot) {
             Ok(info) => info,
@@ -702,6 +815,10 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             Err(e) => return Err(Error::ck("C_GetTokenInfo", e)),
         };
         if !info.token_initialized() {
+            uninitialized.push(slot.id());
+            continue;
+        }
+        if !slot_matches(ctx, slot, options)? {
             continue;
         }
         let description = TokenDescription {
@@ -715,8 +832,10 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
         };
         all.push((slot, description));
     }
-    if all.is_empty() {
-        return Err(Error::NoToken);
+    if all.is_empty() && !uninitialized.is_empty() {
+        return Err(Error::TokenNotInitialized {
+            slots: uninitialized,
+        });
     }
 
     let matches: Vec<&(Slot, TokenDescription)> = all
@@ -744,6 +863,41 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
         }),
         many => Err(Error::SeveralTokens { names: names(many) }),
     }
+}
+
+/// RFC 7512 §2.5: the slot attributes of a URI (slot-id, slot-description,
+/// slot-manufacturer) against CK_SLOT_INFO. A slot the URI does not name is not a candidate.
+fn slot_matches(ctx: &Pkcs11, slot: Slot, options: &OpenOptions) -> Result<bool, Error> {
+    let Some(uri) = options.uri.as_ref().filter(|u| u.has_slot_attributes()) else {
+        return Ok(true);
+    };
+    let info = ctx
+        .get_slot_info(slot)
+        .map_err(|e| Error::ck("C_GetSlotInfo", e))?;
+    Ok(uri.matches_slot(slot.id(), info.slot_description(), info.manufacturer_id()))
+}
+
+/// RFC 7512 §2.5: the library attributes of a URI against the module's CK_INFO.
+fn check_library(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(), Error> {
+    let info = ctx
+        .get_library_info()
+        .map_err(|e| Error::ck("C_GetInfo", e))?;
+    let version = info.library_version();
+    let version = (version.major(), version.minor());
+    let (manufacturer, description) = (info.manufacturer_id(), info.library_description());
+    if uri.matches_library(manufacturer, description, version) {
+        return Ok(());
+    }
+    Err(Error::LibraryMismatch {
+        wanted: uri.to_string(),
+        actual: format!(
+            "{:?} from {:?}, version {}.{}",
+            description.trim_end(),
+            manufacturer.trim_end(),
+            version.0,
+            version.1
+        ),
+    })
 }
 
 fn describe_token(d: &TokenDescription) -> String {
@@ -823,6 +977,13 @@ fn mgf1(h: Hash) -> PkcsMgfType {
     }
 }
 
+/// The mechanisms that hash on the token also take their data in parts (C_SignUpdate);
+/// CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA and CKM_EDDSA are single-part only.
+fn hashes_on_token(mechanism: SignMechanism) -> bool {
+    use SignMechanism::*;
+    matches!(mechanism, ShaRsaPkcs(_) | ShaRsaPkcsPss(_) | EcdsaSha(_))
+}
+
 fn mechanism_type(mechanism: SignMechanism) -> MechanismType {
     use SignMechanism::*;
     match mechanism {
@@ -874,6 +1035,13 @@ pub enum Error {
         rv: String,
     },
     NoToken,
+    TokenNotInitialized {
+        slots: Vec<u64>,
+    },
+    LibraryMismatch {
+        wanted: String,
+        actual: String,
+    },
     TokenNotFound {
         wanted: String,
         available: Vec<String>,
@@ -917,6 +1085,10 @@ pub enum Error {
         function: &'static str,
         rv: String,
     },
+    AlwaysAuthenticateSinglePart {
+        key: String,
+        mechanism: &'static str,
+    },
     Key(KeyError),
     Call {
         function: &'static str,
@@ -952,9 +1124,10 @@ impl Error {
     /// Answers SoftHSM 2.6 gives while another process rewrites its token file.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::NoToken | Error::TokenNotFound { .. } | Error::UserPinNotInitialized { .. } => {
-                true
-            }
+            Error::NoToken
+            | Error::TokenNotInitialized { .. }
+            | Error::TokenNotFound { .. }
+            | Error::UserPinNotInitialized { .. } => true,
             Error::Initialize { rv, .. } | Error::Call { rv, .. } => {
                 rv == "CKR_GENERAL_ERROR" || rv == "CKR_USER_PIN_NOT_INITIALIZED"
             }
@@ -1016,9 +1189,24 @@ impl fmt::Display for Error {
             }
             Error::NoToken => write!(
                 f,
-                "the PKCS#11 module reports no initialized token\n\
-                 initialize one (SoftHSM: softhsm2-util --init-token --free --label NAME), \
-                 or plug the device in"
+                "the PKCS#11 module reports no token present in any slot\n\
+                 plug the device in, or check that the module is the one for your device"
+            ),
+            Error::TokenNotInitialized { slots } => {
+                let slots: Vec<String> = slots.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "the PKCS#11 module reports no initialized token; slot {} holds a token \
+                     that is not initialized\n\
+                     initialize one (SoftHSM: softhsm2-util --init-token --free --label NAME)",
+                    slots.join(", ")
+                )
+            }
+            Error::LibraryMismatch { wanted, actual } => write!(
+                f,
+                "the PKCS#11 module is {actual}, not the library {wanted} asks for\n\
+                 point --module (or module-path=) at that library, or drop the library-* \
+                 attributes from the URI"
             ),
             Error::TokenNotFound { wanted, available } => write!(
                 f,
@@ -1104,6 +1292,14 @@ impl fmt::Display for Error {
                 f,
                 "{function} failed: {rv}: the token was removed or the session was lost\n\
                  reconnect the device and run again"
+            ),
+            Error::AlwaysAuthenticateSinglePart { key, mechanism } => write!(
+                f,
+                "key {key} has CKA_ALWAYS_AUTHENTICATE, and the token offers only {mechanism} for \
+                 this alg, a single-part mechanism: p11jwt cannot log in (CKU_CONTEXT_SPECIFIC) \
+                 between C_SignInit and C_Sign with cryptoki 0.12\n\
+                 use an alg whose hashing mechanism the token offers (e.g. CKM_SHA256_RSA_PKCS \
+                 for RS256), or a key without CKA_ALWAYS_AUTHENTICATE"
             ),
             Error::Key(e) => write!(f, "{e}"),
             Error::Call { function, rv } => write!(f, "{function} failed: {rv}"),

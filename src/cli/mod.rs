@@ -95,6 +95,10 @@ pub struct KeyArgs {
     /// Read the user PIN from the first line of standard input
     #[arg(long)]
     pin_stdin: bool,
+
+    /// Log in even when the token says the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY)
+    #[arg(long)]
+    allow_final_pin_try: bool,
 }
 
 /// What goes into an assertion; shared by `assert`, `token` and `get`.
@@ -199,6 +203,7 @@ impl KeyArgs {
             token_label: self.token.clone(),
             uri: None,
             read_write,
+            allow_final_pin_try: self.allow_final_pin_try,
         };
         let mut selector = KeySelector::default();
         let mut pin_source = PinSource::choose(self.pin_file.as_deref(), self.pin_stdin);
@@ -206,6 +211,7 @@ impl KeyArgs {
         match self.key.as_deref() {
             Some(key) if uri::is_pkcs11_uri(key) => {
                 let parsed = Pkcs11Uri::parse(key)?;
+                check_object_type(&parsed)?;
                 apply_uri(&parsed, &mut options, &mut pin_source)?;
                 selector.label = parsed.object.clone();
                 selector.id = parsed.id.clone();
@@ -220,6 +226,23 @@ impl KeyArgs {
             pin_source,
             key_given: self.key.is_some(),
         })
+    }
+}
+
+/// `--key` names a key pair. `type=public` or `type=cert` name its other halves, which share
+/// the label and id, so they select the same pair; secret keys and data objects cannot sign.
+fn check_object_type(uri: &Pkcs11Uri) -> Result<(), Error> {
+    use p11jwt::uri::ObjectType;
+    match uri.object_type {
+        None | Some(ObjectType::Private) => Ok(()),
+        Some(t @ (ObjectType::Public | ObjectType::Cert)) => {
+            log::info!("type={t} in the pkcs11: URI: using the private key with that label and id");
+            Ok(())
+        }
+        Some(t) => Err(Error::Usage(format!(
+            "the pkcs11: URI has type={t}: p11jwt signs with a private key\n\
+             use type=private (or leave type out); `p11jwt keys` prints each key's URI"
+        ))),
     }
 }
 
