@@ -311,8 +311,11 @@ impl Token {
         let private = match found.as_slice() {
             [one] => *one,
             [] => {
-                // A token that has the public half, but whose private half is hidden, wants a
-                // login first.
+                // Private keys are hidden until a login: without a PIN the missing piece is the
+                // PIN, not the key.
+                if !self.is_logged_in() && self.description.login_required {
+                    return Err(Error::PinRequired);
+                }
                 return Err(Error::KeyNotFound {
                     wanted: describe_selector(selector),
                     available: self.private_key_names().unwrap_or_default(),
@@ -567,6 +570,26 @@ impl Token {
             }
         };
 
+        // Some modules (SoftHSM 2.6 among them) generate with a mechanism they do not list;
+        // the list is what the token promises, so it decides.
+        let (mechanism_type, mechanism_name) = match spec {
+            KeySpec::Rsa { .. } => (
+                MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+                "CKM_RSA_PKCS_KEY_PAIR_GEN",
+            ),
+            KeySpec::Ec(_) => (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
+            KeySpec::Ed25519 => (
+                MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+                "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+            ),
+        };
+        if !self.mechanism_list()?.contains(&mechanism_type) {
+            return Err(Error::MechanismMissing {
+                alg: format!("generating a {} key pair", KeyKind::from(spec)),
+                wanted: vec![mechanism_name],
+            });
+        }
+
         let (public, private) = self
             .session
             .generate_key_pair(&mechanism, &public_template, &private_template)
@@ -584,18 +607,19 @@ impl Token {
 
     /// Whether the token offers a mechanism; the list is read once per session.
     pub fn has_mechanism(&self, mechanism: SignMechanism) -> Result<bool, Error> {
-        if self.mechanisms.get().is_none() {
-            let list = self
-                .ctx
-                .get_mechanism_list(self.slot)
-                .map_err(|e| Error::ck("C_GetMechanismList", e))?;
-            let _ = self.mechanisms.set(list);
-        }
         let wanted = mechanism_type(mechanism);
-        Ok(self
-            .mechanisms
-            .get()
-            .is_some_and(|list| list.contains(&wanted)))
+        Ok(self.mechanism_list()?.contains(&wanted))
+    }
+
+    fn mechanism_list(&self) -> Result<&[MechanismType], Error> {
+        if let Some(list) = self.mechanisms.get() {
+            return Ok(list);
+        }
+        let list = self
+            .ctx
+            .get_mechanism_list(self.slot)
+            .map_err(|e| Error::ck("C_GetMechanismList", e))?;
+        Ok(self.mechanisms.get_or_init(|| list))
     }
 
     /// C_Sign with `mechanism` over `data` (already a digest for the digest mechanisms).
@@ -818,9 +842,7 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             uninitialized.push(slot.id());
             continue;
         }
-        if !slot_matches(ctx, slot, options)? {
-            continue;
-        }
+        let slot_ok = slot_matches(ctx, slot, options)?;
         let description = TokenDescription {
             label: info.label().to_owned(),
             manufacturer: info.manufacturer_id().to_owned(),
@@ -830,7 +852,7 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             login_required: info.login_required(),
             protected_authentication_path: info.protected_authentication_path(),
         };
-        all.push((slot, description));
+        all.push((slot, description, slot_ok));
     }
     if all.is_empty() && !uninitialized.is_empty() {
         return Err(Error::TokenNotInitialized {
@@ -838,8 +860,10 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
         });
     }
 
-    let matches: Vec<&(Slot, TokenDescription)> = all
+    let matches: Vec<(Slot, TokenDescription)> = all
         .iter()
+        .filter(|(_, _, slot_ok)| *slot_ok)
+        .map(|(slot, d, _)| (*slot, d.clone()))
         .filter(|(_, d)| options.token_label.as_deref().is_none_or(|l| l == d.label))
         .filter(|(_, d)| {
             options.uri.as_ref().is_none_or(|uri| {
@@ -852,16 +876,15 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             })
         })
         .collect();
-    let names = |list: &[&(Slot, TokenDescription)]| -> Vec<String> {
-        list.iter().map(|(_, d)| describe_token(d)).collect()
-    };
     match matches.as_slice() {
-        [one] => Ok((*one).clone()),
+        [one] => Ok(one.clone()),
         [] => Err(Error::TokenNotFound {
             wanted: describe_token_wanted(options),
-            available: names(&all.iter().collect::<Vec<_>>()),
+            available: all.iter().map(|(_, d, _)| describe_token(d)).collect(),
         }),
-        many => Err(Error::SeveralTokens { names: names(many) }),
+        many => Err(Error::SeveralTokens {
+            names: many.iter().map(|(_, d)| describe_token(d)).collect(),
+        }),
     }
 }
 
@@ -909,7 +932,8 @@ fn describe_token(d: &TokenDescription) -> String {
 
 fn describe_token_wanted(options: &OpenOptions) -> String {
     match (&options.token_label, &options.uri) {
-        (Some(label), _) => format!("token {label:?}"),
+        (Some(label), Some(uri)) => format!("token {label:?} and {uri}"),
+        (Some(label), None) => format!("token {label:?}"),
         (None, Some(uri)) => format!("a token matching {uri}"),
         (None, None) => "a token".into(),
     }
@@ -928,15 +952,20 @@ fn selector_template(selector: &KeySelector) -> Vec<Attribute> {
 
 fn describe_selector(selector: &KeySelector) -> String {
     match (&selector.label, &selector.id) {
-        (Some(l), Some(i)) => format!("label {:?} and id {}", escape_bytes(l), hex(i)),
-        (Some(l), None) => format!("label {:?}", escape_bytes(l)),
+        (Some(l), Some(i)) => format!("label {} and id {}", quoted(l), hex(i)),
+        (Some(l), None) => format!("label {}", quoted(l)),
         (None, Some(i)) => format!("id {}", hex(i)),
         (None, None) => "any key".into(),
     }
 }
 
 fn describe_object(label: &[u8], id: &[u8]) -> String {
-    format!("{:?} (id {})", escape_bytes(label), hex(id))
+    format!("{} (id {})", quoted(label), hex(id))
+}
+
+/// A label in quotes, escaped once (Debug formatting would escape the escapes again).
+fn quoted(bytes: &[u8]) -> String {
+    format!("\"{}\"", escape_bytes(bytes))
 }
 
 /// Text as it is when it is UTF-8 without control characters, escaped otherwise, so that
@@ -1245,7 +1274,8 @@ impl fmt::Display for Error {
                 f,
                 "the token says the next wrong user PIN locks it (CKF_USER_PIN_FINAL_TRY); \
                  p11jwt does not log in in that state\n\
-                 check the PIN and log in once with your token's own tools first"
+                 check the PIN, then log in once with your token's own tools, or pass \
+                 --allow-final-pin-try to let p11jwt make that last try"
             ),
             Error::KeyNotFound { wanted, available, logged_in } => {
                 writeln!(f, "no private key with {wanted} on the token; the private keys are:")?;

@@ -261,16 +261,17 @@ fn apply_uri(
             options.module = Some(PathBuf::from(path));
         }
     }
-    if matches!(pin_source, PinSource::None | PinSource::Prompt) {
-        if let Some(source) = &uri.pin_source {
-            let path = source.strip_prefix("file:").unwrap_or(source);
-            if path.starts_with('|') {
-                return Err(Error::Usage(
-                    "pin-source=|command is not supported: p11jwt does not run commands for \
-                     PINs\nuse pin-source=file:/path or P11JWT_PIN"
-                        .into(),
-                ));
-            }
+    if let Some(source) = &uri.pin_source {
+        // Refused even when another PIN source wins: the URI is wrong wherever it is used.
+        let path = source.strip_prefix("file:").unwrap_or(source);
+        if path.starts_with('|') {
+            return Err(Error::Usage(
+                "pin-source=|command is not supported: p11jwt does not run commands for \
+                 PINs\nuse pin-source=file:/path or P11JWT_PIN"
+                    .into(),
+            ));
+        }
+        if matches!(pin_source, PinSource::None | PinSource::Prompt) {
             *pin_source = PinSource::File(PathBuf::from(path));
         }
     }
