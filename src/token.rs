@@ -1338,3 +1338,72 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    fn from(rv: RvError) -> Error {
+        Error::ck("C_Sign", CkError::Pkcs11(rv, Function::Sign))
+    }
+
+    #[test]
+    fn a_lost_device_or_session_is_named_as_such() {
+        // Pulling a token out mid-run cannot be staged on SoftHSM; the mapping is what we own.
+        for rv in [
+            RvError::DeviceRemoved,
+            RvError::SessionHandleInvalid,
+            RvError::TokenNotPresent,
+            RvError::SessionClosed,
+        ] {
+            let err = from(rv);
+            assert!(matches!(err, Error::DeviceLost { .. }), "{err:?}");
+            assert!(err.to_string().contains("reconnect"), "{err}");
+        }
+        assert_eq!(from(RvError::DeviceRemoved).to_string().lines().count(), 2);
+    }
+
+    #[test]
+    fn other_return_values_keep_the_function_and_ckr_name() {
+        let err = from(RvError::MechanismInvalid);
+        assert_eq!(err.to_string(), "C_Sign failed: CKR_MECHANISM_INVALID");
+        assert!(!err.is_transient());
+        assert!(!Error::PinIncorrect.is_transient());
+    }
+
+    #[test]
+    fn pin_flags_decide_before_any_login() {
+        let ready = PinFlags {
+            initialized: true,
+            ..PinFlags::default()
+        };
+        assert!(ready.check("t", false).is_ok());
+        let low = PinFlags {
+            count_low: true,
+            ..ready
+        };
+        assert!(low.check("t", false).is_ok());
+        let final_try = PinFlags {
+            final_try: true,
+            ..ready
+        };
+        assert!(matches!(
+            final_try.check("t", false),
+            Err(Error::PinFinalTry)
+        ));
+        assert!(final_try.check("t", true).is_ok());
+        let locked = PinFlags {
+            locked: true,
+            ..final_try
+        };
+        assert!(matches!(locked.check("t", true), Err(Error::PinLocked)));
+    }
+
+    #[test]
+    fn labels_from_a_device_are_escaped_once() {
+        assert_eq!(escape_bytes(b"plain"), "plain");
+        assert_eq!(escape_bytes(b"k\xff\x1b"), "k\\xff\\x1b");
+        assert_eq!(quoted(b"k\xff"), "\"k\\xff\"");
+    }
+}

@@ -51,8 +51,13 @@ pub fn run(args: KeygenArgs) -> Result<(), Error> {
                 .into(),
         ));
     };
-    let label = String::from_utf8(label)
-        .map_err(|_| Error::Usage("the new key's label must be UTF-8".into()))?;
+    let label = String::from_utf8(label).map_err(|_| {
+        Error::Usage(
+            "the new key's label must be UTF-8\npass --key with a UTF-8 label (keys with other \
+             bytes in their label are selected with id= in a pkcs11: URI)"
+                .into(),
+        )
+    })?;
     let token = open_logged_in(&resolved)?;
     let pair = token.generate(spec, &label)?;
 
