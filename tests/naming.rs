@@ -389,3 +389,120 @@ fn config_show_gives_each_origin_and_never_the_pin() {
         "{shown}"
     );
 }
+
+/// OpenSC's pkcs11-spy, which logs every PKCS#11 call, when it is installed.
+fn pkcs11_spy() -> Option<std::path::PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+        "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
+        "/usr/lib64/pkcs11-spy.so",
+        "/usr/lib/pkcs11-spy.so",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Runs p11jwt through pkcs11-spy; returns its output and the PKCS#11 calls with their
+/// userType lines, in order.
+fn spied(hsm: &SoftHsm, spy: &Path, pin: &str, args: &[&str]) -> (Output, Vec<String>) {
+    let log = hsm.path("spy.log");
+    let _ = std::fs::remove_file(&log);
+    let out = hsm
+        .p11jwt()
+        .env("P11JWT_MODULE", spy)
+        .env("PKCS11SPY", softhsm::module())
+        .env("PKCS11SPY_OUTPUT", &log)
+        .env("P11JWT_PIN", pin)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let calls = text
+        .lines()
+        .filter_map(|l| {
+            let call = l.split_once(": C_").map(|(_, c)| format!("C_{}", c.trim()));
+            call.or_else(|| l.contains("userType = ").then(|| l.trim().to_owned()))
+        })
+        .collect();
+    (out, calls)
+}
+
+#[test]
+fn one_c_login_per_run_and_a_wrong_pin_is_not_retried() {
+    let Some(spy) = pkcs11_spy() else {
+        eprintln!("skipped: OpenSC's pkcs11-spy.so is not installed");
+        return;
+    };
+    let hsm = SoftHsm::new("names-spy");
+    keygen_uri(&hsm, "signer");
+    let args = [
+        "assert",
+        "--client-id",
+        "c",
+        "--audience",
+        AUD,
+        "--key",
+        "signer",
+    ];
+
+    let (out, calls) = spied(&hsm, &spy, PIN, &args);
+    assert!(is_jws(&success(&out)));
+    assert_eq!(
+        calls.iter().filter(|c| *c == "C_Login").count(),
+        1,
+        "{calls:?}"
+    );
+
+    let (out, calls) = spied(&hsm, &spy, "97531", &args);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        calls.iter().filter(|c| *c == "C_Login").count(),
+        1,
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn always_authenticate_logs_in_between_sign_init_and_the_data() {
+    let Some(spy) = pkcs11_spy() else {
+        eprintln!("skipped: OpenSC's pkcs11-spy.so is not installed");
+        return;
+    };
+    let hsm = SoftHsm::new("names-spy-aa");
+    hsm.pkcs11_tool(&[
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--label",
+        "pinned",
+        "--id",
+        "0c",
+        "--usage-sign",
+        "--always-auth",
+    ]);
+    let args = [
+        "assert",
+        "--client-id",
+        "c",
+        "--audience",
+        AUD,
+        "--key",
+        "pinned",
+    ];
+    let (out, calls) = spied(&hsm, &spy, PIN, &args);
+    assert!(is_jws(&success(&out)));
+
+    let from = calls
+        .iter()
+        .position(|c| c == "C_SignInit")
+        .expect("C_SignInit");
+    let expected = [
+        "C_SignInit",
+        "C_Login",
+        "[in] userType = CKU_CONTEXT_SPECIFIC",
+        "C_SignUpdate",
+        "C_SignFinal",
+    ];
+    assert_eq!(&calls[from..from + expected.len()], expected, "{calls:?}");
+}
