@@ -78,6 +78,7 @@ impl Error {
             Error::Config(_) => exit::USAGE,
             Error::Token(e) => match e {
                 T::ModuleMissing { .. }
+                | T::ModuleNameNotFound { .. }
                 | T::NoDefaultModule
                 | T::ModuleLoad { .. }
                 | T::NotPkcs11Module { .. }

@@ -774,6 +774,45 @@ fn retry_pause(attempt: u32) -> Duration {
     Duration::from_millis(base + u64::from(nanos % 40))
 }
 
+/// Directories where PKCS#11 modules are installed (p11-kit's module directories, and
+/// SoftHSM's own), searched for a URI's `module-name`.
+pub const MODULE_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/pkcs11",
+    "/usr/lib/aarch64-linux-gnu/pkcs11",
+    "/usr/lib64/pkcs11",
+    "/usr/lib/pkcs11",
+    "/usr/local/lib/pkcs11",
+    "/usr/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu/softhsm",
+    "/usr/lib/aarch64-linux-gnu/softhsm",
+    "/usr/local/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+];
+
+/// RFC 7512 §2.4 `module-name`: a module's name without directory or suffix ("softhsm2",
+/// "opensc-pkcs11"), looked up as NAME.so or libNAME.so in [`MODULE_DIRS`].
+pub fn find_module_by_name(name: &str) -> Result<PathBuf, Error> {
+    let searched = || MODULE_DIRS.iter().map(|d| d.to_string()).collect();
+    if name.contains('/') || name.contains('\0') {
+        return Err(Error::ModuleNameNotFound {
+            name: name.to_owned(),
+            searched: searched(),
+        });
+    }
+    let files = [format!("{name}.so"), format!("lib{name}.so")];
+    MODULE_DIRS
+        .iter()
+        .flat_map(|dir| files.iter().map(move |f| Path::new(dir).join(f)))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::ModuleNameNotFound {
+            name: name.to_owned(),
+            searched: searched(),
+        })
+}
+
 fn resolve_module(module: Option<&Path>) -> Result<PathBuf, Error> {
     if let Some(path) = module {
         if !path.exists() {
@@ -1048,6 +1087,10 @@ fn ckr(rv: RvError) -> String {
 /// What went wrong on the PKCS#11 side. Each message says what to do next.
 #[derive(Debug)]
 pub enum Error {
+    ModuleNameNotFound {
+        name: String,
+        searched: Vec<String>,
+    },
     ModuleMissing {
         path: PathBuf,
     },
@@ -1179,6 +1222,13 @@ fn list(items: &[String]) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::ModuleNameNotFound { name, searched } => write!(
+                f,
+                "no PKCS#11 module named {name:?} (module-name in the pkcs11: URI): neither \
+                 {name}.so nor lib{name}.so is in {}\n\
+                 use module-path=/full/path/to/module.so in the URI, or --module PATH",
+                searched.join(", ")
+            ),
             Error::ModuleMissing { path } => write!(
                 f,
                 "PKCS#11 module {} does not exist\n\

@@ -71,6 +71,24 @@ fn module_path_missing_exits_3() {
 }
 
 #[test]
+fn module_name_not_installed_exits_3() {
+    let hsm = SoftHsm::new("err-module-name");
+    let mut args = ASSERT.to_vec();
+    args.extend(["--key", "pkcs11:object=k?module-name=no-such-module"]);
+    let out = hsm
+        .p11jwt()
+        .env_remove("P11JWT_MODULE")
+        .args(&args)
+        .output()
+        .unwrap();
+    expect(
+        &out,
+        3,
+        &["no PKCS#11 module named \"no-such-module\"", "module-path="],
+    );
+}
+
+#[test]
 fn module_that_is_not_a_shared_library_exits_3() {
     let hsm = SoftHsm::new("err-module-text");
     let text = hsm.path("module.so");

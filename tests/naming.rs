@@ -134,6 +134,33 @@ fn module_path_and_pin_source_in_the_uri_are_enough() {
 }
 
 #[test]
+fn module_name_in_the_uri_finds_softhsm() {
+    if p11jwt::token::find_module_by_name("softhsm2").is_err() {
+        eprintln!("skipped: libsofthsm2.so is not in the usual module directories here");
+        return;
+    }
+    let hsm = SoftHsm::new("names-modname");
+    let uri = keygen_uri(&hsm, "signer");
+    let pin_file = hsm.path("pin");
+    write_private(&pin_file, &format!("{PIN}\n"));
+    let full = format!(
+        "{uri}?module-name=softhsm2&pin-source=file:{}",
+        pin_file.display()
+    );
+    let args = [
+        "assert",
+        "--client-id",
+        "c",
+        "--audience",
+        AUD,
+        "--key",
+        &full,
+    ];
+    let out = bare(&hsm, &[]).args(args).output().unwrap();
+    assert!(is_jws(&success(&out)));
+}
+
+#[test]
 fn pin_value_in_the_uri_works_with_a_warning() {
     let hsm = SoftHsm::new("names-pinvalue");
     let uri = keygen_uri(&hsm, "signer");

@@ -259,6 +259,8 @@ fn apply_uri(
     if options.module.is_none() {
         if let Some(path) = &uri.module_path {
             options.module = Some(PathBuf::from(path));
+        } else if let Some(name) = &uri.module_name {
+            options.module = Some(p11jwt::token::find_module_by_name(name)?);
         }
     }
     if let Some(source) = &uri.pin_source {
