@@ -403,6 +403,11 @@ fn config_show_gives_each_origin_and_never_the_pin() {
     // P11JWT_PIN (set by the helper) outranks the profile's pin_file; its value is not shown.
     assert!(line("pin").contains("(environment P11JWT_PIN)"), "{shown}");
 
+    // A pin-value in a key URI is not shown either.
+    let key = format!("pkcs11:object=k?pin-value={PIN}");
+    let out = hsm.run(&["config", "show", "--key", &key]);
+    assert!(success(&out).contains("pin-value=(not shown)"));
+
     // Without P11JWT_PIN the profile's PIN file is the source.
     let mut cmd = hsm.p11jwt();
     cmd.env_remove("P11JWT_PIN").arg("--config").arg(&conf);

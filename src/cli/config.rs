@@ -332,9 +332,43 @@ fn render(cli: &Cli, config: Option<&Config>, settings: &[Setting]) -> String {
     let profile = cli.profile.as_deref().unwrap_or("(none)");
     out.push_str(&format!("{:<15} {profile}\n", "profile"));
     for s in settings {
-        let value = s.value.as_deref().map(p11jwt::escape_for_terminal);
+        let value = s.value.as_deref().map(redact_pin_value);
+        let value = value.as_deref().map(p11jwt::escape_for_terminal);
         let value = value.unwrap_or_else(|| "-".into());
         out.push_str(&format!("{:<15} {value}  ({})\n", s.name, s.origin));
     }
     out
+}
+
+/// A key URI with its `pin-value` replaced: `config show` never prints a PIN.
+fn redact_pin_value(text: &str) -> String {
+    let Some((path, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|part| {
+            if part.starts_with("pin-value=") {
+                "pin-value=(not shown)"
+            } else {
+                part
+            }
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_pin_value;
+
+    #[test]
+    fn pin_value_is_never_shown() {
+        let shown = redact_pin_value("pkcs11:object=k?module-path=/m.so&pin-value=1234");
+        assert_eq!(
+            shown,
+            "pkcs11:object=k?module-path=/m.so&pin-value=(not shown)"
+        );
+        assert_eq!(redact_pin_value("label"), "label");
+    }
 }
