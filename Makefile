@@ -19,8 +19,7 @@ test: deps lint
 	$(CARGO) test --all-targets
 
 lint:
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	scripts/lint.sh
 
 bench: deps
 	scripts/bench.sh

@@ -148,16 +148,17 @@ impl Alg {
     }
 
     fn is_rsa(self) -> bool {
-        use Alg::*;
-        matches!(self, RS256 | RS384 | RS512 | PS256 | PS384 | PS512)
+        matches!(
+            self,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+        )
     }
 
-    /// The pairing rules alone; kept apart from [`Alg::check_key`] so that listing the fitting
-    /// algs does not recurse into the error path.
+    /// The key-type rule alone: RSA of at least 2048 bits for RS*/PS* (RFC 7518 §3.3, §3.5),
+    /// one curve per ES alg (§3.4), Ed25519 for EdDSA (RFC 8037 §3.1).
     fn fits(self, kind: KeyKind) -> bool {
         match (self, kind) {
             (_, KeyKind::Rsa { bits }) => self.is_rsa() && bits >= MIN_RSA_BITS,
-            // RFC 7518 §3.4: each ES alg is bound to one curve.
             (Alg::ES256, KeyKind::Ec(Curve::P256))
             | (Alg::ES384, KeyKind::Ec(Curve::P384))
             | (Alg::ES512, KeyKind::Ec(Curve::P521))

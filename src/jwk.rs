@@ -109,7 +109,7 @@ impl PublicKey {
         match oid.as_str() {
             // rsaEncryption (RFC 8017 A.1)
             "1.2.840.113549.1.1.1" => {
-                let key = rsa::pkcs1::RsaPublicKey::from_der(key_bits)
+                let key = pkcs1::RsaPublicKey::from_der(key_bits)
                     .map_err(|e| KeyError::Malformed(format!("RSA public key: {e}")))?;
                 PublicKey::rsa(key.modulus.as_bytes(), key.public_exponent.as_bytes())
             }
@@ -211,80 +211,77 @@ impl PublicKey {
 
     /// Checks a JWS signature (in its JWS encoding) over `message`. Used on every signature
     /// before it leaves p11jwt, so that a device that signs wrongly fails here.
+    ///
+    /// ring does the work where it can (it is already linked for TLS, and its RSA and NIST
+    /// curve code is several times faster than the pure-Rust crates); P-521, which ring lacks,
+    /// goes to the p521 crate.
     pub fn verify(&self, alg: Alg, message: &[u8], signature: &[u8]) -> Result<(), KeyError> {
-        use p256::ecdsa::signature::Verifier as _;
-        let bad = |what: &str| KeyError::BadSignature(format!("{alg}: {what}"));
-        match self {
-            PublicKey::Rsa { n, e } => {
-                let key = rsa::RsaPublicKey::new(
-                    rsa::BigUint::from_bytes_be(n),
-                    rsa::BigUint::from_bytes_be(e),
-                )
-                .map_err(|e| KeyError::Malformed(format!("RSA key: {e}")))?;
-                let hash = alg.hash().ok_or_else(|| bad("not an RSA alg"))?;
-                let digest = hash.digest(message);
-                let scheme_result = match alg {
-                    Alg::RS256 => {
-                        key.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &digest, signature)
-                    }
-                    Alg::RS384 => {
-                        key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha384>(), &digest, signature)
-                    }
-                    Alg::RS512 => {
-                        key.verify(rsa::Pkcs1v15Sign::new::<sha2::Sha512>(), &digest, signature)
-                    }
-                    // RFC 7518 §3.5: salt length equals the hash length; an explicit length
-                    // catches devices that ignore sLen.
-                    Alg::PS256 => {
-                        key.verify(rsa::Pss::new_with_salt::<Sha256>(32), &digest, signature)
-                    }
-                    Alg::PS384 => key.verify(
-                        rsa::Pss::new_with_salt::<sha2::Sha384>(48),
-                        &digest,
-                        signature,
-                    ),
-                    Alg::PS512 => key.verify(
-                        rsa::Pss::new_with_salt::<sha2::Sha512>(64),
-                        &digest,
-                        signature,
-                    ),
-                    _ => return Err(bad("not an RSA alg")),
+        use ring::signature as rs;
+        let bad = || {
+            KeyError::BadSignature(format!(
+                "{alg}: signature does not verify with the public key"
+            ))
+        };
+        match (self, alg) {
+            (PublicKey::Rsa { n, e }, _) => {
+                // RFC 7518 §3.3 and §3.5; ring's PSS verification requires a salt as long as
+                // the hash, which catches devices that ignore sLen.
+                let params: &rs::RsaParameters = match alg {
+                    Alg::RS256 => &rs::RSA_PKCS1_2048_8192_SHA256,
+                    Alg::RS384 => &rs::RSA_PKCS1_2048_8192_SHA384,
+                    Alg::RS512 => &rs::RSA_PKCS1_2048_8192_SHA512,
+                    Alg::PS256 => &rs::RSA_PSS_2048_8192_SHA256,
+                    Alg::PS384 => &rs::RSA_PSS_2048_8192_SHA384,
+                    Alg::PS512 => &rs::RSA_PSS_2048_8192_SHA512,
+                    _ => return Err(bad()),
                 };
-                scheme_result.map_err(|_| bad("signature does not verify with the public key"))
+                let key = rs::RsaPublicKeyComponents { n, e };
+                key.verify(params, message, signature).map_err(|_| bad())
             }
-            PublicKey::Ec { curve, x, y } => {
-                let mut sec1 = vec![0x04];
-                sec1.extend_from_slice(x);
-                sec1.extend_from_slice(y);
-                let fail = |_| bad("signature does not verify with the public key");
-                match (curve, alg) {
-                    (Curve::P256, Alg::ES256) => {
-                        let key =
-                            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
-                        let sig = p256::ecdsa::Signature::from_slice(signature).map_err(fail)?;
-                        key.verify(message, &sig).map_err(fail)
-                    }
-                    (Curve::P384, Alg::ES384) => {
-                        let key =
-                            p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
-                        let sig = p384::ecdsa::Signature::from_slice(signature).map_err(fail)?;
-                        key.verify(message, &sig).map_err(fail)
-                    }
-                    (Curve::P521, Alg::ES512) => {
-                        let key =
-                            p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(fail)?;
-                        let sig = p521::ecdsa::Signature::from_slice(signature).map_err(fail)?;
-                        key.verify(message, &sig).map_err(fail)
-                    }
-                    _ => Err(bad("alg does not match the curve")),
-                }
+            (
+                PublicKey::Ec {
+                    curve: Curve::P256,
+                    x,
+                    y,
+                },
+                Alg::ES256,
+            ) => {
+                let key = rs::UnparsedPublicKey::new(&rs::ECDSA_P256_SHA256_FIXED, sec1(x, y));
+                key.verify(message, signature).map_err(|_| bad())
             }
-            PublicKey::Ed25519 { x } => {
-                let fail = |_| bad("signature does not verify with the public key");
-                let key = ed25519_dalek::VerifyingKey::from_bytes(x).map_err(fail)?;
-                let sig = ed25519_dalek::Signature::from_slice(signature).map_err(fail)?;
-                key.verify_strict(message, &sig).map_err(fail)
+            (
+                PublicKey::Ec {
+                    curve: Curve::P384,
+                    x,
+                    y,
+                },
+                Alg::ES384,
+            ) => {
+                let key = rs::UnparsedPublicKey::new(&rs::ECDSA_P384_SHA384_FIXED, sec1(x, y));
+                key.verify(message, signature).map_err(|_| bad())
             }
+            (
+                PublicKey::Ec {
+                    curve: Curve::P521,
+                    x,
+                    y,
+                },
+                Alg::ES512,
+            ) => {
+                use p521::ecdsa::signature::Verifier as _;
+                let key =
+                    p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)).map_err(|_| bad())?;
+                let sig = p521::ecdsa::Signature::from_slice(signature).map_err(|_| bad())?;
+                key.verify(message, &sig).map_err(|_| bad())
+            }
+            (PublicKey::Ed25519 { x }, Alg::EdDSA) => {
+                let key = rs::UnparsedPublicKey::new(&rs::ED25519, x);
+                key.verify(message, signature).map_err(|_| bad())
+            }
+            _ => Err(KeyError::BadSignature(format!(
+                "{alg} does not fit a {} key",
+                self.kind()
+            ))),
         }
     }
 
@@ -293,9 +290,7 @@ impl PublicKey {
         let PublicKey::Ec { curve, x, y } = self else {
             return Ok(());
         };
-        let mut sec1 = vec![0x04];
-        sec1.extend_from_slice(x);
-        sec1.extend_from_slice(y);
+        let sec1 = sec1(x, y);
         let ok = match curve {
             Curve::P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).is_ok(),
             Curve::P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).is_ok(),
@@ -375,6 +370,15 @@ fn unwrap_point(point: &[u8], bare_len: usize) -> Result<&[u8], KeyError> {
          (compressed points are not supported)",
         point.len()
     )))
+}
+
+/// The uncompressed SEC1 point `04 || X || Y`.
+fn sec1(x: &[u8], y: &[u8]) -> Vec<u8> {
+    let mut point = Vec::with_capacity(1 + x.len() + y.len());
+    point.push(0x04);
+    point.extend_from_slice(x);
+    point.extend_from_slice(y);
+    point
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {

@@ -1,6 +1,8 @@
 //! A key pair on a token, bound to one `alg` and `kid`: picks the mechanism, hashes locally,
 //! has the token sign, puts the signature in its JWS form, and checks it before it leaves.
 
+use std::cell::Cell;
+
 use crate::alg::{Alg, KeyKind, SignMechanism};
 use crate::assertion::{ecdsa_jws_candidates, JwsSigner};
 use crate::jwk::KeyError;
@@ -12,6 +14,25 @@ pub struct Signer<'t> {
     alg: Alg,
     kid: String,
     mechanism: SignMechanism,
+    checks: Checks,
+    checked_once: Cell<bool>,
+}
+
+/// How often the in-process signature check runs.
+///
+/// RSA signatures are always checked: a faulty RSA-CRT signature, once published, can reveal
+/// the private key (the Bellcore attack), and checking one costs a fraction of making it. For
+/// ECDSA and EdDSA a check costs more than SoftHSM's signature itself; what it guards against
+/// (a certificate paired with another key, a module returning an unexpected encoding) is a
+/// property of the device and key, so in a long-lived process checking the first signature
+/// may be enough. One-shot processes, like the CLI, check every signature either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checks {
+    /// Every signature (the default).
+    #[default]
+    Every,
+    /// RSA: every signature; ECDSA and EdDSA: the first one this signer makes.
+    FirstForEc,
 }
 
 impl<'t> Signer<'t> {
@@ -61,7 +82,15 @@ impl<'t> Signer<'t> {
             alg,
             kid,
             mechanism,
+            checks: Checks::Every,
+            checked_once: Cell::new(false),
         })
+    }
+
+    /// Sets how often signatures are checked in-process; see [`Checks`].
+    pub fn with_checks(mut self, checks: Checks) -> Self {
+        self.checks = checks;
+        self
     }
 
     pub fn mechanism(&self) -> SignMechanism {
@@ -86,17 +115,27 @@ impl JwsSigner for Signer<'_> {
 
         // Every signature is checked against the public key before it is used: a device that
         // ignores the PSS salt length, or a certificate paired with another key, fails here.
-        let candidates = match self.key.public.kind() {
+        let kind = self.key.public.kind();
+        let mut candidates = match kind {
             KeyKind::Ec(curve) => ecdsa_jws_candidates(curve, &raw),
             _ => vec![raw],
         };
+        let skip_check = self.checks == Checks::FirstForEc
+            && !matches!(kind, KeyKind::Rsa { .. })
+            && self.checked_once.get();
+        if skip_check && !candidates.is_empty() {
+            return Ok(candidates.swap_remove(0));
+        }
         let mut last = KeyError::BadSignature(format!(
             "{}: the token returned a signature of an unexpected length",
             self.alg
         ));
         for candidate in candidates {
             match self.key.public.verify(self.alg, signing_input, &candidate) {
-                Ok(()) => return Ok(candidate),
+                Ok(()) => {
+                    self.checked_once.set(true);
+                    return Ok(candidate);
+                }
                 Err(e) => last = e,
             }
         }
