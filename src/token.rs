@@ -343,6 +343,7 @@ impl Token {
     /// Finds the public half of a key pair without logging in, when the token has a public key
     /// object or a certificate for it. `Ok(None)` when it has neither.
     pub fn find_public(&self, selector: &KeySelector) -> Result<Option<KeyPair>, Error> {
+        self.forget_pin();
         let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
         template.extend(selector_template(selector));
         let found = self.find(&template)?;
@@ -520,6 +521,7 @@ impl Token {
     /// token. Refuses a label already in use; on any failure after C_GenerateKeyPair, destroys
     /// what it made.
     pub fn generate(&self, spec: KeySpec, label: &str) -> Result<KeyPair, Error> {
+        self.forget_pin();
         if let KeySpec::Rsa { bits } = spec {
             if bits < MIN_RSA_BITS {
                 return Err(Error::Key(KeyError::Unsupported(format!(
