@@ -219,7 +219,7 @@ fn pin_from_standard_input() {
 /// (exit code, everything the terminal showed).
 fn on_a_terminal(hsm: &SoftHsm, args: &[&str], answer: &str) -> (i32, String) {
     let script = r#"
-import os, pty, sys
+import os, pty, sys, termios, time
 binary, answer, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 pid, fd = pty.fork()
 if pid == 0:
@@ -230,6 +230,11 @@ while b"PIN" not in seen:
     if not chunk:
         break
     seen += chunk
+# Type only once the terminal's echo is off, as a person would: typed-ahead input is echoed
+# by the terminal before any program can hide it.
+deadline = time.time() + 10
+while termios.tcgetattr(fd)[3] & termios.ECHO and time.time() < deadline:
+    time.sleep(0.01)
 os.write(fd, answer.encode() + b"\n")
 while True:
     try:
