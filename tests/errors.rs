@@ -245,6 +245,24 @@ fn uri_library_and_slot_attributes_must_match() {
         3,
         &["no token matches", "slot-description"],
     );
+
+    // The slot id the listing shows selects the token; another slot id does not.
+    let listing = expect(&hsm.run(&["keys", "--token", "absent"]), 3, &["slot "]);
+    let id = listing
+        .split("slot ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let by_id = format!("pkcs11:slot-id={id};object=k");
+    assert_eq!(assert_with(&hsm, &by_id).status.code(), Some(0));
+    let other = format!("pkcs11:slot-id={id}1;object=k");
+    expect(
+        &assert_with(&hsm, &other),
+        3,
+        &["no token matches", "slot-id="],
+    );
 }
 
 // ---- Authentication (4) ----

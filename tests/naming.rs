@@ -93,6 +93,21 @@ fn uris_printed_by_keygen_and_keys_work_as_key() {
         .unwrap();
     assert!(is_jws(&success(&out)));
 
+    // A vendor attribute is ignored, with a note.
+    let vendor = format!("{from_keygen};x-acme-slot=7");
+    let args = [
+        "assert",
+        "--client-id",
+        "c",
+        "--audience",
+        AUD,
+        "--key",
+        &vendor,
+    ];
+    let out = hsm.run(&args);
+    assert!(is_jws(&success(&out)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x-acme-slot"));
+
     // type=public names the same pair.
     let public = from_keygen.replace("type=private", "type=public");
     let args = [
