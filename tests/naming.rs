@@ -367,6 +367,13 @@ fn token_with_a_profile_needs_only_the_config_file_and_a_pin_file() {
     let access_token = success(&out);
     assert!(!access_token.trim().is_empty());
 
+    // assert takes its aud from the profile's token endpoint.
+    let out = bare(&hsm, &env)
+        .args(["assert", "--profile", "qlik-prod"])
+        .output()
+        .unwrap();
+    assert!(is_jws(&success(&out)));
+
     // P11JWT_PROFILE works as --profile.
     let mut cmd = bare(&hsm, &env);
     cmd.env("P11JWT_PROFILE", "qlik-prod").arg("token");

@@ -296,7 +296,11 @@ fn apply_either(
     let tenant_origin = origin(m, "tenant", "P11JWT_TENANT");
     let given = |o: &Origin| matches!(o, Origin::Flag | Origin::Env(_));
     let from_url = match url_id {
-        "audience" => profile.audience.as_ref(),
+        // `assert`'s aud: the profile's audience, else its token endpoint (the usual aud).
+        "audience" => profile
+            .audience
+            .as_ref()
+            .or(profile.token_endpoint.as_ref()),
         _ => profile.token_endpoint.as_ref(),
     };
     let (from_url, from_tenant) = if given(&url_origin) || given(&tenant_origin) {
