@@ -49,6 +49,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         token_label: std::env::var("P11JWT_TOKEN").ok(),
         uri: None,
         read_write: false,
+        allow_final_pin_try: false,
     };
     let pin = Secret::new(std::env::var("P11JWT_PIN")?);
     let token = Token::open(&options, Some(&pin))?;

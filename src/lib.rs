@@ -71,16 +71,23 @@ impl Error {
             // A key too small for any alg is the key's fault; any other alg error the caller's.
             Error::Alg(alg::AlgError::RsaTooSmall { .. }) => exit::KEY,
             Error::Usage(_) | Error::Alg(_) | Error::Uri(_) => exit::USAGE,
-            Error::Config(config::Error::LoosePermissions { .. })
-            | Error::Config(config::Error::EmptyPin { .. }) => exit::AUTHENTICATION,
+            Error::Config(
+                config::Error::LoosePermissions { .. }
+                | config::Error::EmptyPin { .. }
+                | config::Error::PinRead { .. }
+                | config::Error::PinEnvNotUnicode,
+            ) => exit::AUTHENTICATION,
             Error::Config(_) => exit::USAGE,
             Error::Token(e) => match e {
                 T::ModuleMissing { .. }
+                | T::ModuleNameNotFound { .. }
                 | T::NoDefaultModule
                 | T::ModuleLoad { .. }
                 | T::NotPkcs11Module { .. }
                 | T::Initialize { .. }
                 | T::NoToken
+                | T::TokenNotInitialized { .. }
+                | T::LibraryMismatch { .. }
                 | T::TokenNotFound { .. }
                 | T::SeveralTokens { .. }
                 | T::UserPinNotInitialized { .. } => exit::PKCS11_SETUP,
@@ -95,7 +102,10 @@ impl Error {
                 | T::LabelExists { .. } => exit::KEY,
                 T::Key(jwk::KeyError::BadSignature(_)) => exit::SIGNING,
                 T::Key(_) => exit::KEY,
-                T::MechanismMissing { .. } | T::DeviceLost { .. } | T::Call { .. } => exit::SIGNING,
+                T::MechanismMissing { .. }
+                | T::AlwaysAuthenticateSinglePart { .. }
+                | T::DeviceLost { .. }
+                | T::Call { .. } => exit::SIGNING,
             },
             Error::OAuth(e) => match e {
                 oauth::Error::BadUrl { .. } => exit::USAGE,

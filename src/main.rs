@@ -7,7 +7,7 @@ mod cli;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 /// Logs go to stderr, prefixed like every other message, and only at the chosen verbosity.
 struct StderrLogger {
@@ -40,7 +40,13 @@ impl log::Log for StderrLogger {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // The matches are kept: they say whether each value came from a flag, the environment or a
+    // default, which decides whether a profile may fill it.
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let level = match cli::verbosity(&cli) {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
@@ -51,7 +57,7 @@ fn main() -> ExitCode {
         log::set_max_level(level);
     }
 
-    match cli::run(cli) {
+    match cli::run(cli, &matches) {
         Ok(()) => ExitCode::from(p11jwt::exit::OK),
         Err(err) => {
             let text = err.to_string();

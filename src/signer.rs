@@ -52,7 +52,12 @@ impl<'t> Signer<'t> {
 
         // Prefer hashing here and signing the digest; fall back to the mechanism that hashes on
         // the token when that is all the token offers.
-        let candidates = alg.mechanisms();
+        let mut candidates = alg.mechanisms();
+        // A CKA_ALWAYS_AUTHENTICATE key needs a login between C_SignInit and the data, which
+        // only the multi-part mechanisms (those that hash on the token) allow here.
+        if key.flags.always_authenticate == Some(true) {
+            candidates.reverse();
+        }
         let mut mechanism = None;
         for candidate in candidates {
             if token.has_mechanism(candidate)? {

@@ -2,7 +2,7 @@
 //! generate key pairs, sign. The only module that calls `cryptoki`; it knows nothing of JWT or
 //! HTTP.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,6 +47,44 @@ pub struct OpenOptions {
     pub uri: Option<Pkcs11Uri>,
     /// Keygen needs a read-write session; signing does not.
     pub read_write: bool,
+    /// Log in even when the token says the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY).
+    pub allow_final_pin_try: bool,
+}
+
+/// The CKF_USER_PIN_* flags of a token, read before logging in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinFlags {
+    pub initialized: bool,
+    pub count_low: bool,
+    pub final_try: bool,
+    pub locked: bool,
+}
+
+impl PinFlags {
+    /// Whether a login may be tried in this state. A locked PIN, or one whose next wrong try
+    /// locks it (unless the caller allows that), is never tried.
+    pub fn check(self, token: &str, allow_final_try: bool) -> Result<(), Error> {
+        if self.locked {
+            return Err(Error::PinLocked);
+        }
+        if !self.initialized {
+            return Err(Error::UserPinNotInitialized {
+                token: token.to_owned(),
+            });
+        }
+        if self.final_try && !allow_final_try {
+            return Err(Error::PinFinalTry);
+        }
+        if self.final_try {
+            log::warn!("token {token:?}: a wrong user PIN now locks it (CKF_USER_PIN_FINAL_TRY)");
+        } else if self.count_low {
+            log::warn!(
+                "token {token:?} reports that a wrong user PIN was entered recently \
+                 (CKF_USER_PIN_COUNT_LOW)"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Which key pair to use: by CKA_LABEL, CKA_ID, or both.
@@ -148,6 +186,10 @@ pub struct Token {
     description: TokenDescription,
     module_path: PathBuf,
     mechanisms: OnceCell<Vec<MechanismType>>,
+    /// The PIN again, kept only until the key is known: a key with CKA_ALWAYS_AUTHENTICATE
+    /// needs it once more, right before its signature (CKU_CONTEXT_SPECIFIC).
+    context_pin: RefCell<Option<Secret>>,
+    allow_final_pin_try: bool,
 }
 
 impl fmt::Debug for Token {
@@ -206,9 +248,12 @@ impl Token {
             description,
             module_path,
             mechanisms: OnceCell::new(),
+            context_pin: RefCell::new(None),
+            allow_final_pin_try: options.allow_final_pin_try,
         };
         if pin.is_some() || token.description.protected_authentication_path {
             token.login(pin)?;
+            *token.context_pin.borrow_mut() = pin.cloned();
         }
         Ok(token)
     }
@@ -228,20 +273,13 @@ impl Token {
             .ctx
             .get_token_info(self.slot)
             .map_err(|e| Error::ck("C_GetTokenInfo", e))?;
-        if info.user_pin_locked() {
-            return Err(Error::PinLocked);
-        }
-        if !info.user_pin_initialized() {
-            return Err(Error::UserPinNotInitialized {
-                token: self.description.label.clone(),
-            });
-        }
-        if info.user_pin_final_try() {
-            return Err(Error::PinFinalTry);
-        }
-        if info.user_pin_count_low() {
-            log::warn!("the token reports that a wrong user PIN was entered recently");
-        }
+        let flags = PinFlags {
+            initialized: info.user_pin_initialized(),
+            count_low: info.user_pin_count_low(),
+            final_try: info.user_pin_final_try(),
+            locked: info.user_pin_locked(),
+        };
+        flags.check(&self.description.label, self.allow_final_pin_try)?;
 
         let auth = pin.map(|p| AuthPin::from(p.expose().to_owned()));
         if auth.is_none() && !info.protected_authentication_path() {
@@ -259,6 +297,11 @@ impl Token {
         }
     }
 
+    /// Drops the PIN kept for a context-specific login: the key in use does not need it.
+    fn forget_pin(&self) {
+        self.context_pin.borrow_mut().take();
+    }
+
     /// Finds the key pair whose private key matches `selector`. Needs a logged-in session on
     /// tokens that keep private keys private.
     pub fn find_key(&self, selector: &KeySelector) -> Result<KeyPair, Error> {
@@ -268,8 +311,11 @@ impl Token {
         let private = match found.as_slice() {
             [one] => *one,
             [] => {
-                // A token that has the public half, but whose private half is hidden, wants a
-                // login first.
+                // Private keys are hidden until a login: without a PIN the missing piece is the
+                // PIN, not the key.
+                if !self.is_logged_in() && self.description.login_required {
+                    return Err(Error::PinRequired);
+                }
                 return Err(Error::KeyNotFound {
                     wanted: describe_selector(selector),
                     available: self.private_key_names().unwrap_or_default(),
@@ -279,7 +325,7 @@ impl Token {
             many => {
                 let mut names = Vec::new();
                 for handle in many {
-                    names.push(self.object_name(*handle)?);
+                    names.push(self.object_name_and_uri(*handle)?);
                 }
                 return Err(Error::SeveralKeys {
                     wanted: describe_selector(selector),
@@ -287,12 +333,17 @@ impl Token {
                 });
             }
         };
-        self.key_pair(private)
+        let pair = self.key_pair(private)?;
+        if pair.flags.always_authenticate != Some(true) {
+            self.forget_pin();
+        }
+        Ok(pair)
     }
 
     /// Finds the public half of a key pair without logging in, when the token has a public key
     /// object or a certificate for it. `Ok(None)` when it has neither.
     pub fn find_public(&self, selector: &KeySelector) -> Result<Option<KeyPair>, Error> {
+        self.forget_pin();
         let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
         template.extend(selector_template(selector));
         let found = self.find(&template)?;
@@ -341,6 +392,7 @@ impl Token {
 
     /// Every key pair whose private key is visible in this session.
     pub fn list_keys(&self) -> Result<Vec<Result<KeyPair, Error>>, Error> {
+        self.forget_pin();
         let handles = self.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])?;
         Ok(handles.into_iter().map(|h| self.key_pair(h)).collect())
     }
@@ -494,6 +546,7 @@ impl Token {
     /// token. Refuses a label already in use; on any failure after C_GenerateKeyPair, destroys
     /// what it made.
     pub fn generate(&self, spec: KeySpec, label: &str) -> Result<KeyPair, Error> {
+        self.forget_pin();
         if let KeySpec::Rsa { bits } = spec {
             if bits < MIN_RSA_BITS {
                 return Err(Error::Key(KeyError::Unsupported(format!(
@@ -544,6 +597,26 @@ impl Token {
             }
         };
 
+        // Some modules (SoftHSM 2.6 among them) generate with a mechanism they do not list;
+        // the list is what the token promises, so it decides.
+        let (mechanism_type, mechanism_name) = match spec {
+            KeySpec::Rsa { .. } => (
+                MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+                "CKM_RSA_PKCS_KEY_PAIR_GEN",
+            ),
+            KeySpec::Ec(_) => (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
+            KeySpec::Ed25519 => (
+                MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+                "CKM_EC_EDWARDS_KEY_PAIR_GEN",
+            ),
+        };
+        if !self.mechanism_list()?.contains(&mechanism_type) {
+            return Err(Error::MechanismMissing {
+                alg: format!("generating a {} key pair", KeyKind::from(spec)),
+                wanted: vec![mechanism_name],
+            });
+        }
+
         let (public, private) = self
             .session
             .generate_key_pair(&mechanism, &public_template, &private_template)
@@ -561,18 +634,19 @@ impl Token {
 
     /// Whether the token offers a mechanism; the list is read once per session.
     pub fn has_mechanism(&self, mechanism: SignMechanism) -> Result<bool, Error> {
-        if self.mechanisms.get().is_none() {
-            let list = self
-                .ctx
-                .get_mechanism_list(self.slot)
-                .map_err(|e| Error::ck("C_GetMechanismList", e))?;
-            let _ = self.mechanisms.set(list);
-        }
         let wanted = mechanism_type(mechanism);
-        Ok(self
-            .mechanisms
-            .get()
-            .is_some_and(|list| list.contains(&wanted)))
+        Ok(self.mechanism_list()?.contains(&wanted))
+    }
+
+    fn mechanism_list(&self) -> Result<&[MechanismType], Error> {
+        if let Some(list) = self.mechanisms.get() {
+            return Ok(list);
+        }
+        let list = self
+            .ctx
+            .get_mechanism_list(self.slot)
+            .map_err(|e| Error::ck("C_GetMechanismList", e))?;
+        Ok(self.mechanisms.get_or_init(|| list))
     }
 
     /// C_Sign with `mechanism` over `data` (already a digest for the digest mechanisms).
@@ -611,15 +685,57 @@ impl Token {
             SignMechanism::EcdsaSha(Hash::Sha384) => Mechanism::EcdsaSha384,
             SignMechanism::EcdsaSha(Hash::Sha512) => Mechanism::EcdsaSha512,
         };
-        self.session
-            .sign(&ck_mechanism, handle, data)
-            .map_err(|e| match e {
+        let sign_error = |function: &'static str| {
+            move |e: CkError| match e {
                 CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _) => Error::NotSigningKey {
                     key: describe_object(&key.label, &key.id),
                 },
                 CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
-                e => Error::ck("C_Sign", e),
-            })
+                e => Error::ck(function, e),
+            }
+        };
+        if key.flags.always_authenticate != Some(true) {
+            return self
+                .session
+                .sign(&ck_mechanism, handle, data)
+                .map_err(sign_error("C_Sign"));
+        }
+
+        // CKA_ALWAYS_AUTHENTICATE: C_SignInit, C_Login(CKU_CONTEXT_SPECIFIC), then the data.
+        // cryptoki 0.12's single-part `sign` runs C_SignInit and C_Sign in one call, leaving no
+        // room for the login, so only the multi-part mechanisms (those that hash on the token)
+        // can be used here.
+        if !hashes_on_token(mechanism) {
+            return Err(Error::AlwaysAuthenticateSinglePart {
+                key: describe_object(&key.label, &key.id),
+                mechanism: mechanism.name(),
+            });
+        }
+        self.session
+            .sign_init(&ck_mechanism, handle)
+            .map_err(sign_error("C_SignInit"))?;
+        self.context_login()?;
+        self.session
+            .sign_update(data)
+            .map_err(sign_error("C_SignUpdate"))?;
+        self.session.sign_final().map_err(sign_error("C_SignFinal"))
+    }
+
+    /// The second login a CKA_ALWAYS_AUTHENTICATE key asks for, with the PIN kept from the
+    /// first; the PIN is wiped right after.
+    fn context_login(&self) -> Result<(), Error> {
+        let pin = self.context_pin.borrow_mut().take();
+        let auth = pin.as_ref().map(|p| AuthPin::from(p.expose().to_owned()));
+        drop(pin);
+        if auth.is_none() && !self.description.protected_authentication_path {
+            return Err(Error::PinRequired);
+        }
+        match self.session.login(UserType::ContextSpecific, auth.as_ref()) {
+            Ok(()) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(Error::PinIncorrect),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked),
+            Err(e) => Err(Error::ck("C_Login(CKU_CONTEXT_SPECIFIC)", e)),
+        }
     }
 
     fn is_logged_in(&self) -> bool {
@@ -653,6 +769,22 @@ impl Token {
         Ok(describe_object(&label, &id))
     }
 
+    /// An object's name and the `pkcs:11` URI that selects exactly it.
+    fn object_name_and_uri(&self, handle: ObjectHandle) -> Result<String, Error> {
+        let attrs = self.attributes(handle, &[AttributeType::Label, AttributeType::Id])?;
+        let label = bytes_attr(&attrs, AttributeType::Label).unwrap_or_default();
+        let id = bytes_attr(&attrs, AttributeType::Id).unwrap_or_default();
+        let d = &self.description;
+        let fields = TokenFields {
+            label: &d.label,
+            manufacturer: &d.manufacturer,
+            serial: &d.serial,
+            model: &d.model,
+        };
+        let uri = Pkcs11Uri::for_key(&fields, Some(&label), Some(&id));
+        Ok(format!("{}  {uri}", describe_object(&label, &id)))
+    }
+
     fn private_key_names(&self) -> Result<Vec<String>, Error> {
         let handles = self.find(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])?;
         handles.into_iter().map(|h| self.object_name(h)).collect()
@@ -667,6 +799,45 @@ fn retry_pause(attempt: u32) -> Duration {
         .unwrap_or(0);
     let base = 15 * u64::from(attempt);
     Duration::from_millis(base + u64::from(nanos % 40))
+}
+
+/// Directories where PKCS#11 modules are installed (p11-kit's module directories, and
+/// SoftHSM's own), searched for a URI's `module-name`.
+pub const MODULE_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/pkcs11",
+    "/usr/lib/aarch64-linux-gnu/pkcs11",
+    "/usr/lib64/pkcs11",
+    "/usr/lib/pkcs11",
+    "/usr/local/lib/pkcs11",
+    "/usr/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu/softhsm",
+    "/usr/lib/aarch64-linux-gnu/softhsm",
+    "/usr/local/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+];
+
+/// RFC 7512 §2.4 `module-name`: a module's name without directory or suffix ("softhsm2",
+/// "opensc-pkcs11"), looked up as NAME.so or libNAME.so in [`MODULE_DIRS`].
+pub fn find_module_by_name(name: &str) -> Result<PathBuf, Error> {
+    let searched = || MODULE_DIRS.iter().map(|d| d.to_string()).collect();
+    if name.contains('/') || name.contains('\0') {
+        return Err(Error::ModuleNameNotFound {
+            name: name.to_owned(),
+            searched: searched(),
+        });
+    }
+    let files = [format!("{name}.so"), format!("lib{name}.so")];
+    MODULE_DIRS
+        .iter()
+        .flat_map(|dir| files.iter().map(move |f| Path::new(dir).join(f)))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::ModuleNameNotFound {
+            name: name.to_owned(),
+            searched: searched(),
+        })
 }
 
 fn resolve_module(module: Option<&Path>) -> Result<PathBuf, Error> {
@@ -713,10 +884,17 @@ fn load_module(path: &Path) -> Result<Pkcs11, Error> {
 }
 
 fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescription), Error> {
+    if let Some(uri) = options.uri.as_ref().filter(|u| u.has_library_attributes()) {
+        check_library(ctx, uri)?;
+    }
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| Error::ck("C_GetSlotList", e))?;
+    if slots.is_empty() {
+        return Err(Error::NoToken);
+    }
     let mut all = Vec::new();
+    let mut uninitialized = Vec::new();
     for slot in slots {
         let info = match ctx.get_token_info(slot) {
             Ok(info) => info,
@@ -727,8 +905,10 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             Err(e) => return Err(Error::ck("C_GetTokenInfo", e)),
         };
         if !info.token_initialized() {
+            uninitialized.push(slot.id());
             continue;
         }
+        let slot_ok = slot_matches(ctx, slot, options)?;
         let description = TokenDescription {
             label: info.label().to_owned(),
             manufacturer: info.manufacturer_id().to_owned(),
@@ -738,14 +918,18 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             login_required: info.login_required(),
             protected_authentication_path: info.protected_authentication_path(),
         };
-        all.push((slot, description));
+        all.push((slot, description, slot_ok));
     }
-    if all.is_empty() {
-        return Err(Error::NoToken);
+    if all.is_empty() && !uninitialized.is_empty() {
+        return Err(Error::TokenNotInitialized {
+            slots: uninitialized,
+        });
     }
 
-    let matches: Vec<&(Slot, TokenDescription)> = all
+    let matches: Vec<(Slot, TokenDescription)> = all
         .iter()
+        .filter(|(_, _, slot_ok)| *slot_ok)
+        .map(|(slot, d, _)| (*slot, d.clone()))
         .filter(|(_, d)| options.token_label.as_deref().is_none_or(|l| l == d.label))
         .filter(|(_, d)| {
             options.uri.as_ref().is_none_or(|uri| {
@@ -758,17 +942,51 @@ fn select_token(ctx: &Pkcs11, options: &OpenOptions) -> Result<(Slot, TokenDescr
             })
         })
         .collect();
-    let names = |list: &[&(Slot, TokenDescription)]| -> Vec<String> {
-        list.iter().map(|(_, d)| describe_token(d)).collect()
-    };
     match matches.as_slice() {
-        [one] => Ok((*one).clone()),
+        [one] => Ok(one.clone()),
         [] => Err(Error::TokenNotFound {
             wanted: describe_token_wanted(options),
-            available: names(&all.iter().collect::<Vec<_>>()),
+            available: all.iter().map(|(_, d, _)| describe_token(d)).collect(),
         }),
-        many => Err(Error::SeveralTokens { names: names(many) }),
+        many => Err(Error::SeveralTokens {
+            names: many.iter().map(|(_, d)| describe_token(d)).collect(),
+        }),
     }
+}
+
+/// RFC 7512 §2.5: the slot attributes of a URI (slot-id, slot-description,
+/// slot-manufacturer) against CK_SLOT_INFO. A slot the URI does not name is not a candidate.
+fn slot_matches(ctx: &Pkcs11, slot: Slot, options: &OpenOptions) -> Result<bool, Error> {
+    let Some(uri) = options.uri.as_ref().filter(|u| u.has_slot_attributes()) else {
+        return Ok(true);
+    };
+    let info = ctx
+        .get_slot_info(slot)
+        .map_err(|e| Error::ck("C_GetSlotInfo", e))?;
+    Ok(uri.matches_slot(slot.id(), info.slot_description(), info.manufacturer_id()))
+}
+
+/// RFC 7512 §2.5: the library attributes of a URI against the module's CK_INFO.
+fn check_library(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<(), Error> {
+    let info = ctx
+        .get_library_info()
+        .map_err(|e| Error::ck("C_GetInfo", e))?;
+    let version = info.library_version();
+    let version = (version.major(), version.minor());
+    let (manufacturer, description) = (info.manufacturer_id(), info.library_description());
+    if uri.matches_library(manufacturer, description, version) {
+        return Ok(());
+    }
+    Err(Error::LibraryMismatch {
+        wanted: uri.to_string(),
+        actual: format!(
+            "{:?} from {:?}, version {}.{}",
+            description.trim_end(),
+            manufacturer.trim_end(),
+            version.0,
+            version.1
+        ),
+    })
 }
 
 fn describe_token(d: &TokenDescription) -> String {
@@ -780,7 +998,8 @@ fn describe_token(d: &TokenDescription) -> String {
 
 fn describe_token_wanted(options: &OpenOptions) -> String {
     match (&options.token_label, &options.uri) {
-        (Some(label), _) => format!("token {label:?}"),
+        (Some(label), Some(uri)) => format!("token {label:?} and {uri}"),
+        (Some(label), None) => format!("token {label:?}"),
         (None, Some(uri)) => format!("a token matching {uri}"),
         (None, None) => "a token".into(),
     }
@@ -799,15 +1018,20 @@ fn selector_template(selector: &KeySelector) -> Vec<Attribute> {
 
 fn describe_selector(selector: &KeySelector) -> String {
     match (&selector.label, &selector.id) {
-        (Some(l), Some(i)) => format!("label {:?} and id {}", escape_bytes(l), hex(i)),
-        (Some(l), None) => format!("label {:?}", escape_bytes(l)),
+        (Some(l), Some(i)) => format!("label {} and id {}", quoted(l), hex(i)),
+        (Some(l), None) => format!("label {}", quoted(l)),
         (None, Some(i)) => format!("id {}", hex(i)),
         (None, None) => "any key".into(),
     }
 }
 
 fn describe_object(label: &[u8], id: &[u8]) -> String {
-    format!("{:?} (id {})", escape_bytes(label), hex(id))
+    format!("{} (id {})", quoted(label), hex(id))
+}
+
+/// A label in quotes, escaped once (Debug formatting would escape the escapes again).
+fn quoted(bytes: &[u8]) -> String {
+    format!("\"{}\"", escape_bytes(bytes))
 }
 
 /// Text as it is when it is UTF-8 without control characters, escaped otherwise, so that
@@ -848,6 +1072,13 @@ fn mgf1(h: Hash) -> PkcsMgfType {
     }
 }
 
+/// The mechanisms that hash on the token also take their data in parts (C_SignUpdate);
+/// CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA and CKM_EDDSA are single-part only.
+fn hashes_on_token(mechanism: SignMechanism) -> bool {
+    use SignMechanism::*;
+    matches!(mechanism, ShaRsaPkcs(_) | ShaRsaPkcsPss(_) | EcdsaSha(_))
+}
+
 fn mechanism_type(mechanism: SignMechanism) -> MechanismType {
     use SignMechanism::*;
     match mechanism {
@@ -883,6 +1114,10 @@ fn ckr(rv: RvError) -> String {
 /// What went wrong on the PKCS#11 side. Each message says what to do next.
 #[derive(Debug)]
 pub enum Error {
+    ModuleNameNotFound {
+        name: String,
+        searched: Vec<String>,
+    },
     ModuleMissing {
         path: PathBuf,
     },
@@ -899,6 +1134,13 @@ pub enum Error {
         rv: String,
     },
     NoToken,
+    TokenNotInitialized {
+        slots: Vec<u64>,
+    },
+    LibraryMismatch {
+        wanted: String,
+        actual: String,
+    },
     TokenNotFound {
         wanted: String,
         available: Vec<String>,
@@ -942,6 +1184,10 @@ pub enum Error {
         function: &'static str,
         rv: String,
     },
+    AlwaysAuthenticateSinglePart {
+        key: String,
+        mechanism: &'static str,
+    },
     Key(KeyError),
     Call {
         function: &'static str,
@@ -977,9 +1223,10 @@ impl Error {
     /// Answers SoftHSM 2.6 gives while another process rewrites its token file.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::NoToken | Error::TokenNotFound { .. } | Error::UserPinNotInitialized { .. } => {
-                true
-            }
+            Error::NoToken
+            | Error::TokenNotInitialized { .. }
+            | Error::TokenNotFound { .. }
+            | Error::UserPinNotInitialized { .. } => true,
             Error::Initialize { rv, .. } | Error::Call { rv, .. } => {
                 rv == "CKR_GENERAL_ERROR" || rv == "CKR_USER_PIN_NOT_INITIALIZED"
             }
@@ -1002,6 +1249,13 @@ fn list(items: &[String]) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::ModuleNameNotFound { name, searched } => write!(
+                f,
+                "no PKCS#11 module named {name:?} (module-name in the pkcs11: URI): neither \
+                 {name}.so nor lib{name}.so is in {}\n\
+                 use module-path=/full/path/to/module.so in the URI, or --module PATH",
+                searched.join(", ")
+            ),
             Error::ModuleMissing { path } => write!(
                 f,
                 "PKCS#11 module {} does not exist\n\
@@ -1041,9 +1295,24 @@ impl fmt::Display for Error {
             }
             Error::NoToken => write!(
                 f,
-                "the PKCS#11 module reports no initialized token\n\
-                 initialize one (SoftHSM: softhsm2-util --init-token --free --label NAME), \
-                 or plug the device in"
+                "the PKCS#11 module reports no token present in any slot\n\
+                 plug the device in, or check that the module is the one for your device"
+            ),
+            Error::TokenNotInitialized { slots } => {
+                let slots: Vec<String> = slots.iter().map(u64::to_string).collect();
+                write!(
+                    f,
+                    "the PKCS#11 module reports no initialized token; slot {} holds a token \
+                     that is not initialized\n\
+                     initialize one (SoftHSM: softhsm2-util --init-token --free --label NAME)",
+                    slots.join(", ")
+                )
+            }
+            Error::LibraryMismatch { wanted, actual } => write!(
+                f,
+                "the PKCS#11 module is {actual}, not the library {wanted} asks for\n\
+                 point --module (or module-path=) at that library, or drop the library-* \
+                 attributes from the URI"
             ),
             Error::TokenNotFound { wanted, available } => write!(
                 f,
@@ -1082,7 +1351,8 @@ impl fmt::Display for Error {
                 f,
                 "the token says the next wrong user PIN locks it (CKF_USER_PIN_FINAL_TRY); \
                  p11jwt does not log in in that state\n\
-                 check the PIN and log in once with your token's own tools first"
+                 check the PIN, then log in once with your token's own tools, or pass \
+                 --allow-final-pin-try to let p11jwt make that last try"
             ),
             Error::KeyNotFound { wanted, available, logged_in } => {
                 writeln!(f, "no private key with {wanted} on the token; the private keys are:")?;
@@ -1130,6 +1400,14 @@ impl fmt::Display for Error {
                 "{function} failed: {rv}: the token was removed or the session was lost\n\
                  reconnect the device and run again"
             ),
+            Error::AlwaysAuthenticateSinglePart { key, mechanism } => write!(
+                f,
+                "key {key} has CKA_ALWAYS_AUTHENTICATE, and the token offers only {mechanism} for \
+                 this alg, a single-part mechanism: p11jwt cannot log in (CKU_CONTEXT_SPECIFIC) \
+                 between C_SignInit and C_Sign with cryptoki 0.12\n\
+                 use an alg whose hashing mechanism the token offers (e.g. CKM_SHA256_RSA_PKCS \
+                 for RS256), or a key without CKA_ALWAYS_AUTHENTICATE"
+            ),
             Error::Key(e) => write!(f, "{e}"),
             Error::Call { function, rv } => write!(f, "{function} failed: {rv}"),
         }
@@ -1137,3 +1415,72 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    fn from(rv: RvError) -> Error {
+        Error::ck("C_Sign", CkError::Pkcs11(rv, Function::Sign))
+    }
+
+    #[test]
+    fn a_lost_device_or_session_is_named_as_such() {
+        // Pulling a token out mid-run cannot be staged on SoftHSM; the mapping is what we own.
+        for rv in [
+            RvError::DeviceRemoved,
+            RvError::SessionHandleInvalid,
+            RvError::TokenNotPresent,
+            RvError::SessionClosed,
+        ] {
+            let err = from(rv);
+            assert!(matches!(err, Error::DeviceLost { .. }), "{err:?}");
+            assert!(err.to_string().contains("reconnect"), "{err}");
+        }
+        assert_eq!(from(RvError::DeviceRemoved).to_string().lines().count(), 2);
+    }
+
+    #[test]
+    fn other_return_values_keep_the_function_and_ckr_name() {
+        let err = from(RvError::MechanismInvalid);
+        assert_eq!(err.to_string(), "C_Sign failed: CKR_MECHANISM_INVALID");
+        assert!(!err.is_transient());
+        assert!(!Error::PinIncorrect.is_transient());
+    }
+
+    #[test]
+    fn pin_flags_decide_before_any_login() {
+        let ready = PinFlags {
+            initialized: true,
+            ..PinFlags::default()
+        };
+        assert!(ready.check("t", false).is_ok());
+        let low = PinFlags {
+            count_low: true,
+            ..ready
+        };
+        assert!(low.check("t", false).is_ok());
+        let final_try = PinFlags {
+            final_try: true,
+            ..ready
+        };
+        assert!(matches!(
+            final_try.check("t", false),
+            Err(Error::PinFinalTry)
+        ));
+        assert!(final_try.check("t", true).is_ok());
+        let locked = PinFlags {
+            locked: true,
+            ..final_try
+        };
+        assert!(matches!(locked.check("t", true), Err(Error::PinLocked)));
+    }
+
+    #[test]
+    fn labels_from_a_device_are_escaped_once() {
+        assert_eq!(escape_bytes(b"plain"), "plain");
+        assert_eq!(escape_bytes(b"k\xff\x1b"), "k\\xff\\x1b");
+        assert_eq!(quoted(b"k\xff"), "\"k\\xff\"");
+    }
+}

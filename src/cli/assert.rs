@@ -9,14 +9,14 @@ use super::{mint, open_logged_in, print_stdout, require_key, ClaimArgs, KeyArgs}
 #[derive(Args, Debug)]
 pub struct AssertArgs {
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     #[command(flatten)]
-    claims: ClaimArgs,
+    pub(super) claims: ClaimArgs,
 
     /// aud claim: the token endpoint, exactly as the server expects it
     #[arg(long, env = "P11JWT_AUDIENCE", value_name = "URL")]
-    audience: Option<String>,
+    pub(super) audience: Option<String>,
 
     /// Qlik Cloud tenant, for aud https://NAME.qlikcloud.com/oauth/token
     #[arg(
@@ -25,7 +25,7 @@ pub struct AssertArgs {
         value_name = "NAME",
         conflicts_with = "audience"
     )]
-    tenant: Option<String>,
+    pub(super) tenant: Option<String>,
 }
 
 pub fn run(args: AssertArgs) -> Result<(), Error> {

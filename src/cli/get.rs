@@ -16,13 +16,13 @@ pub struct GetArgs {
     url: String,
 
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     #[command(flatten)]
-    claims: ClaimArgs,
+    pub(super) claims: ClaimArgs,
 
     #[command(flatten)]
-    endpoint: EndpointArgs,
+    pub(super) endpoint: EndpointArgs,
 }
 
 pub fn run(args: GetArgs) -> Result<(), Error> {

@@ -12,7 +12,7 @@ use super::{open_logged_in, pretty, print_stdout, read_pin, require_key, KeyArgs
 #[derive(Args, Debug)]
 pub struct JwkArgs {
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     /// alg member [default: follows the key, as for `assert`]
     #[arg(long, env = "P11JWT_ALG", value_name = "ALG")]

@@ -13,7 +13,7 @@ use super::{open_logged_in, pretty, print_stdout, KeyArgs};
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     /// Key type, named by the alg it is for: RS*/PS* make RSA, ES256/ES384/ES512 make
     /// P-256/P-384/P-521, EdDSA makes Ed25519
@@ -51,8 +51,13 @@ pub fn run(args: KeygenArgs) -> Result<(), Error> {
                 .into(),
         ));
     };
-    let label = String::from_utf8(label)
-        .map_err(|_| Error::Usage("the new key's label must be UTF-8".into()))?;
+    let label = String::from_utf8(label).map_err(|_| {
+        Error::Usage(
+            "the new key's label must be UTF-8\npass --key with a UTF-8 label (keys with other \
+             bytes in their label are selected with id= in a pkcs11: URI)"
+                .into(),
+        )
+    })?;
     let token = open_logged_in(&resolved)?;
     let pair = token.generate(spec, &label)?;
 

@@ -13,7 +13,7 @@ use super::{open_logged_in, pretty, print_stdout, KeyArgs};
 #[derive(Args, Debug)]
 pub struct KeysArgs {
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     /// Print JSON for scripts
     #[arg(long)]

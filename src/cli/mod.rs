@@ -2,6 +2,7 @@
 //! business logic lives here: each subcommand resolves its arguments and calls the library.
 
 mod assert;
+mod config;
 mod get;
 mod jwk;
 mod keygen;
@@ -40,6 +41,15 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// Config file with [profiles.NAME] tables [default: $XDG_CONFIG_HOME/p11jwt/config.toml,
+    /// then /etc/p11jwt/config.toml]
+    #[arg(long, env = "P11JWT_CONFIG", value_name = "PATH", global = true)]
+    config: Option<PathBuf>,
+
+    /// Profile from the config file: fills the settings no flag or environment variable gave
+    #[arg(long, env = "P11JWT_PROFILE", value_name = "NAME", global = true)]
+    profile: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +68,8 @@ enum Command {
     Token(token::TokenArgs),
     /// GET a URL with a fresh access token; print the response body
     Get(get::GetArgs),
+    /// Show the settings a command would use, and where each comes from
+    Config(config::ConfigArgs),
 }
 
 /// Which module, token and key; shared by every command.
@@ -83,6 +95,10 @@ pub struct KeyArgs {
     /// Read the user PIN from the first line of standard input
     #[arg(long)]
     pin_stdin: bool,
+
+    /// Log in even when the token says the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY)
+    #[arg(long)]
+    allow_final_pin_try: bool,
 }
 
 /// What goes into an assertion; shared by `assert`, `token` and `get`.
@@ -154,7 +170,9 @@ impl EndpointArgs {
     }
 }
 
-pub fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command, after filling unset settings from the profile (if one is chosen).
+pub fn run(mut cli: Cli, matches: &clap::ArgMatches) -> Result<(), Error> {
+    let report = config::apply_profile(&mut cli, matches)?;
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Keys(args) => keys::run(args),
@@ -162,6 +180,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Assert(args) => assert::run(args),
         Command::Token(args) => token::run(args),
         Command::Get(args) => get::run(args),
+        Command::Config(_) => config::run(report),
     }
 }
 
@@ -184,6 +203,7 @@ impl KeyArgs {
             token_label: self.token.clone(),
             uri: None,
             read_write,
+            allow_final_pin_try: self.allow_final_pin_try,
         };
         let mut selector = KeySelector::default();
         let mut pin_source = PinSource::choose(self.pin_file.as_deref(), self.pin_stdin);
@@ -191,6 +211,7 @@ impl KeyArgs {
         match self.key.as_deref() {
             Some(key) if uri::is_pkcs11_uri(key) => {
                 let parsed = Pkcs11Uri::parse(key)?;
+                check_object_type(&parsed)?;
                 apply_uri(&parsed, &mut options, &mut pin_source)?;
                 selector.label = parsed.object.clone();
                 selector.id = parsed.id.clone();
@@ -208,6 +229,23 @@ impl KeyArgs {
     }
 }
 
+/// `--key` names a key pair. `type=public` or `type=cert` name its other halves, which share
+/// the label and id, so they select the same pair; secret keys and data objects cannot sign.
+fn check_object_type(uri: &Pkcs11Uri) -> Result<(), Error> {
+    use p11jwt::uri::ObjectType;
+    match uri.object_type {
+        None | Some(ObjectType::Private) => Ok(()),
+        Some(t @ (ObjectType::Public | ObjectType::Cert)) => {
+            log::info!("type={t} in the pkcs11: URI: using the private key with that label and id");
+            Ok(())
+        }
+        Some(t) => Err(Error::Usage(format!(
+            "the pkcs11: URI has type={t}: p11jwt signs with a private key\n\
+             use type=private (or leave type out); `p11jwt keys` prints each key's URI"
+        ))),
+    }
+}
+
 /// Takes module and PIN source from a URI's query attributes (RFC 7512 §2.4) where the flags
 /// did not already say.
 fn apply_uri(
@@ -221,18 +259,21 @@ fn apply_uri(
     if options.module.is_none() {
         if let Some(path) = &uri.module_path {
             options.module = Some(PathBuf::from(path));
+        } else if let Some(name) = &uri.module_name {
+            options.module = Some(p11jwt::token::find_module_by_name(name)?);
         }
     }
-    if matches!(pin_source, PinSource::None | PinSource::Prompt) {
-        if let Some(source) = &uri.pin_source {
-            let path = source.strip_prefix("file:").unwrap_or(source);
-            if path.starts_with('|') {
-                return Err(Error::Usage(
-                    "pin-source=|command is not supported: p11jwt does not run commands for \
-                     PINs\nuse pin-source=file:/path or P11JWT_PIN"
-                        .into(),
-                ));
-            }
+    if let Some(source) = &uri.pin_source {
+        // Refused even when another PIN source wins: the URI is wrong wherever it is used.
+        let path = source.strip_prefix("file:").unwrap_or(source);
+        if path.starts_with('|') {
+            return Err(Error::Usage(
+                "pin-source=|command is not supported: p11jwt does not run commands for \
+                 PINs\nuse pin-source=file:/path or P11JWT_PIN"
+                    .into(),
+            ));
+        }
+        if matches!(pin_source, PinSource::None | PinSource::Prompt) {
             *pin_source = PinSource::File(PathBuf::from(path));
         }
     }

@@ -9,13 +9,13 @@ use super::{fetch_access_token, print_stdout, ClaimArgs, EndpointArgs, KeyArgs};
 #[derive(Args, Debug)]
 pub struct TokenArgs {
     #[command(flatten)]
-    key: KeyArgs,
+    pub(super) key: KeyArgs,
 
     #[command(flatten)]
-    claims: ClaimArgs,
+    pub(super) claims: ClaimArgs,
 
     #[command(flatten)]
-    endpoint: EndpointArgs,
+    pub(super) endpoint: EndpointArgs,
 
     /// Print the whole token response as JSON instead of the access token alone
     #[arg(long)]
