@@ -17,7 +17,7 @@ demo:
 # Tests run against real SoftHSM tokens made in temp dirs and real HTTP on 127.0.0.1.
 test: deps lint
 	$(CARGO) build --examples
-	$(CARGO) test --lib --tests
+	$(CARGO) test --lib --bins --tests
 
 lint:
 	scripts/lint.sh
