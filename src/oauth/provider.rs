@@ -150,7 +150,7 @@ impl Provider {
         for name in rules.required_params {
             if !params.iter().any(|(n, _)| n == name) {
                 return Err(self.refuse(
-                    format!("the token request needs a {name} field"),
+                    format!("the token request needs the {name} field"),
                     format!("pass --param {name}=VALUE (for auth0: the API identifier)"),
                 ));
             }
@@ -199,13 +199,15 @@ impl Provider {
             AudienceForm::OriginWithSlash => "the tenant URL with a trailing slash, https://HOST/",
             _ => "exactly the token endpoint",
         };
-        Err(self.refuse(
-            format!("aud {audience:?} is not {wanted}"),
-            format!(
-                "drop --audience to use {:?}, or fix it",
-                self.default_audience(token_endpoint)
-            ),
-        ))
+        let default = self.default_audience(token_endpoint);
+        let fix = if form == AudienceForm::QlikTokenEndpoint {
+            "use --tenant NAME, or --token-endpoint https://HOST/oauth/token exactly".to_owned()
+        } else if audience != default {
+            format!("drop --audience to use {default:?}, or correct it")
+        } else {
+            "check --token-endpoint or --issuer".to_owned()
+        };
+        Err(self.refuse(format!("aud {audience:?} is not {wanted}"), fix))
     }
 
     fn refuse(self, what: String, fix: String) -> Refusal {
