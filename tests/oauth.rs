@@ -160,7 +160,7 @@ fn token_with_key(label: &str) -> SoftHsm {
     hsm
 }
 
-fn base<'a>(endpoint: &'a str) -> Vec<&'a str> {
+fn base(endpoint: &str) -> Vec<&str> {
     vec![
         "--key",
         "signer",
@@ -489,6 +489,10 @@ fn get_sends_method_body_headers_and_retries_once_after_401_with_a_fresh_token()
         log.contains("answered 401") && log.contains("answered 200"),
         "{log}"
     );
+    assert!(
+        !log.contains("fresh-") && !log.contains("stale-"),
+        "no access token in logs: {log}"
+    );
     let paths: Vec<String> = fake.seen()[before..]
         .iter()
         .map(|s| s.path.clone())
@@ -763,4 +767,195 @@ fn cacert_makes_an_internal_ca_trusted() {
     ));
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(stderr(&out).contains("no CERTIFICATE"), "{}", stderr(&out));
+}
+
+/// A minimal HTTP CONNECT proxy (RFC 9110 §9.3.6) on 127.0.0.1 that records each CONNECT
+/// target and then relays bytes both ways.
+struct ConnectProxy {
+    url: String,
+    targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        use std::io::{BufRead as _, Write as _};
+        use std::net::{TcpListener, TcpStream};
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&targets);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    let mut reader = std::io::BufReader::new(client.try_clone()?);
+                    let mut line = String::new();
+                    reader.read_line(&mut line)?;
+                    let target = line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    // Skip the rest of the request head.
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header)? <= 2 {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(target.clone());
+                    let upstream = TcpStream::connect(&target)?;
+                    let mut client_writer = client.try_clone()?;
+                    client_writer.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+                    let mut up_writer = upstream.try_clone()?;
+                    let mut up_reader = upstream;
+                    std::thread::spawn(move || std::io::copy(&mut reader, &mut up_writer));
+                    std::io::copy(&mut up_reader, &mut client_writer)?;
+                    Ok(())
+                });
+            }
+        });
+        ConnectProxy { url, targets }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn https_proxy_is_honoured_and_no_proxy_bypasses_it() {
+    let hsm = token_with_key("oauth-proxy");
+    let fake = Fake::start(|_, _| Reply::token("through"));
+    let endpoint = fake.token_endpoint();
+    let proxy = ConnectProxy::start();
+    let run = |no_proxy: &str| {
+        hsm.p11jwt()
+            .env("HTTPS_PROXY", &proxy.url)
+            .env("NO_PROXY", no_proxy)
+            .args(args("token", &endpoint, &["--no-cache", "--retries", "0"]))
+            .output()
+            .unwrap()
+    };
+
+    // Through the proxy: it saw a CONNECT to the token endpoint's host and port.
+    let out = run("example.com");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through");
+    let authority = fake.url.trim_start_matches("http://").to_owned();
+    assert_eq!(proxy.targets(), [authority]);
+
+    // NO_PROXY names the host: straight to the endpoint, the proxy sees nothing more.
+    let out = run("127.0.0.1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(proxy.targets().len(), 1);
+    assert_eq!(fake.seen().len(), 2);
+}
+
+/// The token's public key of `label` as PEM, through pkcs11-tool and openssl.
+fn public_pem(hsm: &SoftHsm, label: &str) -> std::path::PathBuf {
+    let der = hsm.path("pub.der");
+    hsm.pkcs11_tool(&[
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--label",
+        label,
+        "-o",
+        der.to_str().unwrap(),
+    ]);
+    openssl(
+        hsm.dir.path(),
+        &[
+            "pkey", "-pubin", "-inform", "DER", "-in", "pub.der", "-out", "pub.pem",
+        ],
+    );
+    hsm.path("pub.pem")
+}
+
+#[test]
+fn entra_preset_sends_the_certificate_thumbprints() {
+    use sha2::Digest as _;
+    let hsm = token_with_key("oauth-entra");
+    let fake = Fake::start(|_, _| Reply::token("entra-token"));
+    let endpoint = fake.token_endpoint();
+
+    // A certificate for the token's key, issued by a throw-away CA, stored under its CKA_ID.
+    let dir = hsm.dir.path();
+    public_pem(&hsm, "signer");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-key", "ca.key", "-out", "app.csr", "-subj", "/CN=app",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "app.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-force_pubkey",
+            "pub.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "app.der",
+            "-days",
+            "2",
+        ],
+    );
+    let keys: Value = serde_json::from_str(&hsm.ok(&["keys", "--json"])).unwrap();
+    let id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
+    let cert = hsm.path("app.der");
+    hsm.pkcs11_tool(&[
+        "--write-object",
+        cert.to_str().unwrap(),
+        "--type",
+        "cert",
+        "--id",
+        &id,
+        "--label",
+        "signer",
+    ]);
+
+    hsm.ok(&args(
+        "token",
+        &endpoint,
+        &["--provider", "entra", "--scope", "api://x/.default"],
+    ));
+
+    let seen = &fake.seen()[0];
+    let assertion = seen.form("client_assertion").unwrap();
+    let header = assertion.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    let der = std::fs::read(&cert).unwrap();
+    assert_eq!(
+        header["x5t"],
+        URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der))
+    );
+    assert_eq!(
+        header["x5t#S256"],
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der))
+    );
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(
+        seen.form("client_id").as_deref(),
+        Some(CLIENT_ID),
+        "Entra wants client_id"
+    );
 }

@@ -21,8 +21,17 @@ pub(super) struct Obtained {
     pub cached: bool,
 }
 
+/// Where the token endpoint comes from.
+enum Endpoint {
+    /// `--token-endpoint` or `--tenant`.
+    Given(String),
+    /// `--issuer`: discovered when an exchange is needed, not for a cache hit.
+    Issuer(String),
+}
+
 /// Everything needed to get an access token, checked before anything is signed.
 pub(super) struct AccessTokens<'a> {
+    source: Endpoint,
     claims: &'a ClaimArgs,
     endpoint: &'a EndpointArgs,
     resolved: Resolved,
@@ -39,21 +48,26 @@ impl<'a> AccessTokens<'a> {
         claims: &'a ClaimArgs,
         endpoint: &'a EndpointArgs,
     ) -> Result<AccessTokens<'a>, Error> {
-        let endpoint_id = match (endpoint.static_token_endpoint(), &endpoint.issuer) {
-            (Some(url), _) => {
-                oauth::check_url(&url)?;
-                url
-            }
-            (None, Some(issuer)) => {
-                oauth::check_url(issuer)?;
-                format!("issuer {issuer}")
-            }
+        let source = match (endpoint.static_token_endpoint(), &endpoint.issuer) {
+            (Some(url), _) => Endpoint::Given(url),
+            (None, Some(issuer)) => Endpoint::Issuer(issuer.clone()),
             (None, None) => {
                 return Err(Error::Usage(
                     "no token endpoint\npass --token-endpoint URL, --tenant NAME or --issuer \
                      URL (or set P11JWT_TOKEN_ENDPOINT / P11JWT_TENANT / P11JWT_ISSUER)"
                         .into(),
                 ))
+            }
+        };
+        // Refused before anything else: nothing is signed for a plain-http remote URL.
+        let endpoint_id = match &source {
+            Endpoint::Given(url) => {
+                oauth::check_url(url)?;
+                url.clone()
+            }
+            Endpoint::Issuer(issuer) => {
+                oauth::check_url(issuer)?;
+                format!("issuer {issuer}")
             }
         };
         let client_id = client_id(claims)?;
@@ -82,6 +96,7 @@ impl<'a> AccessTokens<'a> {
         };
         let client = oauth::Client::new(endpoint.client_options())?;
         Ok(AccessTokens {
+            source,
             claims,
             endpoint,
             resolved,
@@ -142,14 +157,12 @@ impl<'a> AccessTokens<'a> {
     /// assertion per attempt.
     fn exchange(&self) -> Result<TokenResponse, Error> {
         let (endpoint, claims, provider) = (self.endpoint, self.claims, self.provider);
-        let (token_endpoint, metadata) = match (endpoint.static_token_endpoint(), &endpoint.issuer)
-        {
-            (Some(url), _) => (url, None),
-            (None, Some(issuer)) => {
+        let (token_endpoint, metadata) = match &self.source {
+            Endpoint::Given(url) => (url.clone(), None),
+            Endpoint::Issuer(issuer) => {
                 let metadata = self.client.discover(issuer)?;
                 (metadata.token_endpoint.clone(), Some(metadata))
             }
-            (None, None) => unreachable!("AccessTokens::new refuses a missing endpoint"),
         };
         let audience = endpoint
             .audience

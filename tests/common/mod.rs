@@ -1,2 +1,2 @@
-pub mod standin;
 pub mod softhsm;
+pub mod standin;

@@ -48,7 +48,11 @@ impl SoftHsm {
             tokens.display()
         );
         std::fs::write(&conf, text).expect("softhsm2.conf");
-        let hsm = SoftHsm { dir, conf, label: label.to_owned() };
+        let hsm = SoftHsm {
+            dir,
+            conf,
+            label: label.to_owned(),
+        };
         hsm.init_token(label);
         hsm
     }
@@ -57,10 +61,23 @@ impl SoftHsm {
     pub fn init_token(&self, label: &str) {
         let out = Command::new("softhsm2-util")
             .env("SOFTHSM2_CONF", &self.conf)
-            .args(["--init-token", "--free", "--label", label, "--pin", PIN, "--so-pin", SO_PIN])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ])
             .output()
             .expect("softhsm2-util runs");
-        assert!(out.status.success(), "init-token: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init-token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// `p11jwt` with this token, the PIN in P11JWT_PIN, and no other P11JWT_* from outside.
@@ -146,9 +163,18 @@ print(json.dumps(claims))
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    child.stdin.take().unwrap().write_all(assertion.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(assertion.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "PyJWT refused: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "PyJWT refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("claims JSON")
 }
 
@@ -161,18 +187,34 @@ pub fn openssl_verify(pem: &Path, digest: &str, pss: bool, input: &[u8], sig: &[
     std::fs::write(&data, input).unwrap();
     std::fs::write(&sigf, sig).unwrap();
     let mut cmd = Command::new("openssl");
-    cmd.arg("dgst").arg(format!("-{digest}")).arg("-verify").arg(pem);
+    cmd.arg("dgst")
+        .arg(format!("-{digest}"))
+        .arg("-verify")
+        .arg(pem);
     if pss {
-        cmd.args(["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"]);
+        cmd.args([
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:digest",
+        ]);
     }
-    let out = cmd.arg("-signature").arg(&sigf).arg(&data).output().expect("openssl runs");
+    let out = cmd
+        .arg("-signature")
+        .arg(&sigf)
+        .arg(&data)
+        .output()
+        .expect("openssl runs");
     out.status.success()
 }
 
 /// r || s (JWS) to DER, for openssl.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Vec<u8> {
     fn int(bytes: &[u8]) -> Vec<u8> {
-        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+        let start = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
         let mut v = bytes[start..].to_vec();
         if v[0] & 0x80 != 0 {
             v.insert(0, 0);
