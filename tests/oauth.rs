@@ -959,3 +959,49 @@ fn entra_preset_sends_the_certificate_thumbprints() {
         "Entra wants client_id"
     );
 }
+
+#[test]
+fn library_request_token_mints_once_per_attempt_without_pkcs11() {
+    use p11jwt::oauth::{Client, ClientOptions, RetryPolicy, TokenRequest};
+    use p11jwt::secret::Secret;
+
+    let fake = Fake::start(|i, _| match i {
+        0 | 1 => Reply {
+            status: 503,
+            body: String::new(),
+            headers: vec![("Retry-After", "0".into())],
+        },
+        _ => Reply::token("lib-token"),
+    });
+    let endpoint = fake.token_endpoint();
+    let options = ClientOptions {
+        retry: RetryPolicy {
+            attempts: 3,
+            ..RetryPolicy::default()
+        },
+        ..ClientOptions::default()
+    };
+    let client = Client::new(options).unwrap();
+    let request = TokenRequest {
+        token_endpoint: &endpoint,
+        ..TokenRequest::default()
+    };
+
+    // A stand-in minting closure: any string works for this server.
+    let mut minted = 0;
+    let response = client
+        .request_token(&request, || {
+            minted += 1;
+            Ok::<_, p11jwt::Error>(Secret::new(format!("assertion-{minted}")))
+        })
+        .unwrap();
+
+    assert_eq!(response.access_token.expose(), "lib-token");
+    assert_eq!(minted, 3);
+    let sent: Vec<_> = fake
+        .seen()
+        .iter()
+        .map(|s| s.form("client_assertion").unwrap())
+        .collect();
+    assert_eq!(sent, ["assertion-1", "assertion-2", "assertion-3"]);
+}

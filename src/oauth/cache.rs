@@ -321,6 +321,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_never_leave_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("p11jwt"));
+        cache.store(&key(), &response(Some(3600))).unwrap();
+
+        // Writers and readers race on one entry: every read sees a whole file.
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        cache.store(&key(), &response(Some(3600))).unwrap();
+                        assert!(cache.load(&key()).is_some());
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let leftovers = fs::read_dir(cache.dir()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temp files left behind");
+    }
+
+    #[test]
     fn a_file_others_can_read_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().to_owned());
