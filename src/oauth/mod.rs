@@ -186,7 +186,8 @@ impl Client {
             .timeout_connect(Some(options.connect_timeout))
             // A redirect would carry the assertion or the bearer token elsewhere.
             .max_redirects(0)
-            // HTTPS_PROXY, ALL_PROXY and NO_PROXY, as curl reads them.
+            // ALL_PROXY, HTTPS_PROXY or HTTP_PROXY (the first one set, in that order) and
+            // NO_PROXY; HTTPS goes through a CONNECT tunnel.
             .proxy(ureq::Proxy::try_from_env())
             .tls_config(tls.build())
             .allow_non_standard_methods(true)
