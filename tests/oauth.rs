@@ -232,21 +232,20 @@ fn busy_503_with_retry_after_then_200_yields_a_token_with_a_fresh_jti_per_attemp
 }
 
 #[test]
-fn bad_request_400_is_not_retried() {
+fn bad_request_400_and_unauthorized_401_are_not_retried() {
     let hsm = token_with_key("oauth-400");
-    let fake = Fake::start(|_, _| {
-        Reply::json(
-            400,
-            json!({"error": "invalid_request", "error_description": "no"}),
-        )
-    });
-    let endpoint = fake.token_endpoint();
+    for (status, error) in [(400, "invalid_request"), (401, "invalid_client")] {
+        let fake = Fake::start(move |_, _| {
+            Reply::json(status, json!({"error": error, "error_description": "no"}))
+        });
+        let endpoint = fake.token_endpoint();
 
-    let out = hsm.run(&args("token", &endpoint, &["--retries", "5"]));
+        let out = hsm.run(&args("token", &endpoint, &["--retries", "5"]));
 
-    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
-    assert_eq!(fake.seen().len(), 1);
-    assert!(stderr(&out).contains("invalid_request"));
+        assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+        assert_eq!(fake.seen().len(), 1, "{status} is answered once");
+        assert!(stderr(&out).contains(error), "{}", stderr(&out));
+    }
 }
 
 #[test]
@@ -1004,4 +1003,50 @@ fn library_request_token_mints_once_per_attempt_without_pkcs11() {
         .map(|s| s.form("client_assertion").unwrap())
         .collect();
     assert_eq!(sent, ["assertion-1", "assertion-2", "assertion-3"]);
+}
+
+#[test]
+fn discovery_falls_back_to_rfc8414_and_says_when_nothing_is_published() {
+    let hsm = token_with_key("oauth-discovery-bare");
+    let issuer = Arc::new(Mutex::new(String::new()));
+    let issuer_in_server = Arc::clone(&issuer);
+    let fake = Fake::start(move |_, seen| {
+        let issuer = issuer_in_server.lock().unwrap().clone();
+        match seen.path.as_str() {
+            "/.well-known/oauth-authorization-server" => Reply::json(
+                200,
+                json!({"issuer": issuer, "token_endpoint": format!("{issuer}/token")}),
+            ),
+            "/token" => Reply::token("bare"),
+            _ => Reply::json(404, json!({})),
+        }
+    });
+    *issuer.lock().unwrap() = fake.url.clone();
+
+    let mut command = vec!["token", "--key", "signer", "--client-id", CLIENT_ID];
+    command.extend(["--issuer", &fake.url]);
+    let out = hsm.run(&command);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let paths: Vec<String> = fake.seen().iter().map(|s| s.path.clone()).collect();
+    let expected = [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/token",
+    ];
+    assert_eq!(paths, expected);
+    let log = stderr(&out);
+    assert!(
+        log.contains("has no token_endpoint_auth_methods_supported"),
+        "{log}"
+    );
+    assert!(
+        log.contains("has no token_endpoint_auth_signing_alg_values_supported"),
+        "{log}"
+    );
+
+    // A cache hit needs no discovery: the issuer alone names the cache entry.
+    let again = hsm.run(&command);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(fake.seen().len(), 3);
 }

@@ -188,7 +188,8 @@ impl<'a> AccessTokens<'a> {
         for finding in metadata.iter().flat_map(|m| m.check(alg)) {
             match finding {
                 Finding::Mismatch(text) => log::warn!("{text}"),
-                Finding::Unpublished(text) => log::info!("{text}"),
+                // Said as loudly: the user asked for discovery to check the server.
+                Finding::Unpublished(text) => log::warn!("{text}"),
             }
         }
 
