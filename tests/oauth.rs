@@ -1050,3 +1050,30 @@ fn discovery_falls_back_to_rfc8414_and_says_when_nothing_is_published() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(fake.seen().len(), 3);
 }
+
+#[test]
+fn timeout_bounds_the_retries_whatever_retry_after_asks() {
+    let hsm = token_with_key("oauth-deadline");
+    let fake = Fake::start(|_, _| Reply {
+        status: 503,
+        body: String::new(),
+        headers: vec![("Retry-After", "20".into())],
+    });
+    let endpoint = fake.token_endpoint();
+
+    let started = Instant::now();
+    let out = hsm.run(&args(
+        "token",
+        &endpoint,
+        &["--retries", "5", "--timeout", "3"],
+    ));
+
+    // Waiting 20 s would pass the 3 s budget: p11jwt gives up at once instead.
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(fake.seen().len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

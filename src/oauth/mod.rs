@@ -263,6 +263,7 @@ impl Client {
         };
 
         let status = response.status().as_u16();
+        log::debug!("POST {endpoint} answered {status}");
         let retry_after = response
             .headers()
             .get("retry-after")
@@ -623,8 +624,8 @@ impl fmt::Display for Error {
             ),
             Error::Busy { status, summary } => write!(
                 f,
-                "token endpoint answered {status} (busy or rate-limited) on every attempt: \
-                 {summary}\ntry again later, or allow more with --retries"
+                "token endpoint answered {status} (busy or rate-limited) on the last attempt: \
+                 {summary}\ntry again later, or allow more with --retries and --timeout"
             ),
             Error::Refused {
                 status,
