@@ -1077,3 +1077,56 @@ fn timeout_bounds_the_retries_whatever_retry_after_asks() {
         started.elapsed()
     );
 }
+
+#[test]
+fn entra_preset_refuses_a_certificate_of_another_key() {
+    let hsm = token_with_key("oauth-entra-wrong");
+    let fake = Fake::start(|_, _| Reply::token("never"));
+    let endpoint = fake.token_endpoint();
+
+    // A self-signed certificate for a key that is not on the token, under the key's CKA_ID.
+    let dir = hsm.dir.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-outform",
+            "DER",
+            "-out",
+            "other.der",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ],
+    );
+    let keys: Value = serde_json::from_str(&hsm.ok(&["keys", "--json"])).unwrap();
+    let id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
+    let cert = hsm.path("other.der");
+    hsm.pkcs11_tool(&[
+        "--write-object",
+        cert.to_str().unwrap(),
+        "--type",
+        "cert",
+        "--id",
+        &id,
+        "--label",
+        "signer",
+    ]);
+
+    let out = hsm.run(&args("token", &endpoint, &["--provider", "entra"]));
+
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not this key's"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fake.seen().is_empty());
+}

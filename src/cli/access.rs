@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use p11jwt::assertion::JwsSigner as _;
+use p11jwt::jwk::PublicKey;
 use p11jwt::oauth::cache::{Cache, CacheKey};
 use p11jwt::oauth::discovery::Finding;
 use p11jwt::oauth::{self, Provider, TokenRequest, TokenResponse};
@@ -294,6 +295,17 @@ fn certificate_thumbprints(key: &KeyPair, provider: Provider) -> Result<(String,
             key.id_hex()
         )));
     };
+    // A certificate stored under the key's CKA_ID may be another key's: its thumbprint would
+    // name the wrong credential, and the server would refuse a signature it cannot verify.
+    let certified = PublicKey::from_certificate(certificate).ok();
+    if certified.as_ref() != Some(&key.public) {
+        return Err(Error::Usage(format!(
+            "the certificate stored with key {} (CKA_ID {}) is not this key's, or cannot be \
+             read\nreplace it with the certificate registered for this key",
+            key.label_text(),
+            key.id_hex()
+        )));
+    }
     let sha1 = URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(certificate));
     let sha256 = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(certificate));
     Ok((sha1, sha256))
