@@ -424,6 +424,18 @@ fn exec_runs_the_command_with_the_access_token_and_its_exit_code() {
     ));
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
 
+    // At the most verbose level, the access token reaches the command and no log.
+    let mut verbose = vec!["-vv"];
+    verbose.extend(args(
+        "exec",
+        &endpoint,
+        &["--no-cache", "--", "sh", "-c", "exit 0"],
+    ));
+    let out = hsm.run(&verbose);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("jti="), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("exec-token"), "{}", stderr(&out));
+
     // Another name, the command's own exit code, and no PIN handed down.
     let script = "test \"$MY_TOKEN\" = exec-token && test -z \"$P11JWT_PIN\" && exit 42";
     let out = hsm.run(&args(
