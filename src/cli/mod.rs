@@ -56,7 +56,7 @@ enum Command {
     Jwk(jwk::JwkArgs),
     /// Print a signed client assertion (compact JWS)
     Assert(assert::AssertArgs),
-    /// Exchange an assertion for an access token and print the access token
+    /// Exchange an assertion for an access token (or reuse the cached one) and print it
     Token(token::TokenArgs),
     /// Call an API URL with an access token; print the response body
     Get(get::GetArgs),
