@@ -63,6 +63,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         audience: "https://bench.example/oauth/token",
         lifetime: 300,
         typ: "JWT",
+        x5t: None,
+        x5t_s256: None,
     };
 
     // Raw C_Sign over what the library would hand the token.

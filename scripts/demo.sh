@@ -22,6 +22,8 @@ printf '1234\n' > "$demo/pin"
 export P11JWT_PIN_FILE="$demo/pin"
 export P11JWT_KEY=demo-signer
 export P11JWT_CLIENT_ID=demo-client
+# The access token cache stays with the demo, not in the user's own cache directory.
+export XDG_CACHE_HOME="$PWD/$demo/cache"  # absolute: a relative one is ignored
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
@@ -44,6 +46,6 @@ step "3. mint an assertion and exchange it for an access token"
 access_token=$("$bin" -v token --scope user_default)
 echo "access token: ${access_token:0:8}... (${#access_token} characters)" >&2
 
-step "4. call GET /api/v1/users/me with a freshly minted access token"
-"$bin" get "$url/api/v1/users/me" --scope user_default
+step "4. call GET /api/v1/users/me with the cached access token (the token is not opened)"
+"$bin" -v get "$url/api/v1/users/me" --scope user_default
 echo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine, only when missing:
-# SoftHSM (the token), OpenSC's pkcs11-tool (to provision keys as operators do), openssl, and
-# PyJWT (an independent verifier of our signatures).
+# SoftHSM (the token), OpenSC's pkcs11-tool (to provision keys as operators do), openssl,
+# PyJWT (an independent verifier of our signatures) and Authlib (an independent authorization
+# server).
 set -euo pipefail
 
 need_apt=()
@@ -23,4 +24,11 @@ fi
 if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
   echo "install-deps: pip install pyjwt cryptography" >&2
   python3 -m pip install -q --disable-pip-version-check pyjwt cryptography >&2
+fi
+
+# Authlib and Flask: an independently written authorization server for the interoperability
+# tests (tests/interop/authlib_server.py).
+if ! python3 -c 'import authlib.oauth2.rfc7523, flask, joserfc' >/dev/null 2>&1; then
+  echo "install-deps: pip install authlib flask" >&2
+  python3 -m pip install -q --disable-pip-version-check 'authlib>=1.9,<2' flask >&2
 fi

@@ -34,6 +34,11 @@ pub struct Request<'a> {
     pub lifetime: u64,
     /// `typ` header; "JWT" unless a provider wants otherwise.
     pub typ: &'a str,
+    /// `x5t` header (RFC 7515 §4.1.7): base64url SHA-1 of the certificate, for servers that
+    /// find the key by certificate (Entra ID).
+    pub x5t: Option<&'a str>,
+    /// `x5t#S256` header (RFC 7515 §4.1.8): base64url SHA-256 of the certificate.
+    pub x5t_s256: Option<&'a str>,
 }
 
 /// A signed assertion and the facts about it that may be logged.
@@ -57,7 +62,14 @@ pub fn mint<S: JwsSigner>(signer: &S, request: &Request<'_>) -> Result<Assertion
     let exp = iat.saturating_add(request.lifetime);
     let jti = uuid::Uuid::new_v4().to_string();
 
-    let header = json!({ "alg": signer.alg().as_str(), "kid": signer.kid(), "typ": request.typ });
+    let mut header =
+        json!({ "alg": signer.alg().as_str(), "kid": signer.kid(), "typ": request.typ });
+    if let Some(x5t) = request.x5t {
+        header["x5t"] = x5t.into();
+    }
+    if let Some(x5t_s256) = request.x5t_s256 {
+        header["x5t#S256"] = x5t_s256.into();
+    }
     let claims = json!({
         "iss": request.client_id,
         "sub": request.client_id,
@@ -151,6 +163,8 @@ mod tests {
             audience: "https://t.example/oauth/token",
             lifetime: 300,
             typ: "JWT",
+            x5t: None,
+            x5t_s256: None,
         };
         let a = mint(&Fixed, &req).unwrap();
         let compact = a.compact.expose();
@@ -169,6 +183,21 @@ mod tests {
         assert_eq!(claims["jti"], a.jti.as_str());
         assert_eq!(compact.split('.').nth(2), Some("AQID"));
         assert_ne!(mint(&Fixed, &req).unwrap().jti, a.jti);
+    }
+
+    #[test]
+    fn certificate_thumbprints_go_in_the_header_when_asked() {
+        let req = Request {
+            client_id: "cid",
+            audience: "https://t.example/token",
+            lifetime: 60,
+            typ: "JWT",
+            x5t: Some("c2hhMQ"),
+            x5t_s256: Some("c2hhMjU2"),
+        };
+        let header = part(mint(&Fixed, &req).unwrap().compact.expose(), 0);
+        assert_eq!(header["x5t"], "c2hhMQ");
+        assert_eq!(header["x5t#S256"], "c2hhMjU2");
     }
 
     #[test]

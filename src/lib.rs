@@ -38,7 +38,8 @@ pub mod exit {
     pub const KEY: u8 = 5;
     /// Signing failed: mechanism missing, device error, signature check failed.
     pub const SIGNING: u8 = 6;
-    /// The network: cannot connect, TLS, timeouts, non-https URLs.
+    /// The network: cannot connect, TLS, timeouts, non-https URLs, a server still busy (429,
+    /// 503) after the retries: running again later may succeed.
     pub const NETWORK: u8 = 7;
     /// The authorization server refused the assertion or answered nonsense.
     pub const AUTHORIZATION_SERVER: u8 = 8;
@@ -108,11 +109,19 @@ impl Error {
                 | T::Call { .. } => exit::SIGNING,
             },
             Error::OAuth(e) => match e {
-                oauth::Error::BadUrl { .. } => exit::USAGE,
-                oauth::Error::InsecureUrl { .. } | oauth::Error::Network { .. } => exit::NETWORK,
+                oauth::Error::BadUrl { .. }
+                | oauth::Error::BadParam { .. }
+                | oauth::Error::BadRequest { .. }
+                | oauth::Error::Provider(_)
+                | oauth::Error::Cache(_) => exit::USAGE,
+                oauth::Error::InsecureUrl { .. }
+                | oauth::Error::CaCert { .. }
+                | oauth::Error::Network { .. }
+                | oauth::Error::Busy { .. } => exit::NETWORK,
                 oauth::Error::Refused { .. }
                 | oauth::Error::NotJson { .. }
-                | oauth::Error::NoAccessToken => exit::AUTHORIZATION_SERVER,
+                | oauth::Error::NoAccessToken
+                | oauth::Error::Discovery(_) => exit::AUTHORIZATION_SERVER,
             },
             Error::Api { .. } => exit::API,
         }

@@ -154,6 +154,11 @@ fn groups<'a>(command: &'a mut Command, matches: &'a ArgMatches) -> Groups<'a> {
             g.claims = Some(&mut a.claims);
             g.endpoint = Some(&mut a.endpoint);
         }
+        Command::Exec(a) => {
+            g.key = Some(&mut a.key);
+            g.claims = Some(&mut a.claims);
+            g.endpoint = Some(&mut a.endpoint);
+        }
         Command::Config(a) => {
             // `config show` has its own subcommand level.
             sub = sub.and_then(|m| m.subcommand()).map(|(_, m)| m);

@@ -1,19 +1,33 @@
-//! `p11jwt get`: call an API with a fresh access token.
+//! `p11jwt get`: call an API with an access token, cached or fresh.
 
-use std::time::{Duration, Instant};
+use std::io::Read as _;
+use std::time::Instant;
 
 use clap::Args;
 
-use p11jwt::oauth;
+use p11jwt::oauth::{self, ApiRequest};
 use p11jwt::Error;
 
-use super::{fetch_access_token, ClaimArgs, EndpointArgs, KeyArgs};
+use super::access::AccessTokens;
+use super::{ClaimArgs, EndpointArgs, KeyArgs};
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// The API URL (https, or http to a loopback address)
     #[arg(value_name = "URL")]
     url: String,
+
+    /// HTTP method [default: GET, or POST with --data]
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    method: Option<String>,
+
+    /// Request body; @FILE reads it from FILE, @- from standard input
+    #[arg(short = 'd', long = "data", value_name = "BODY|@FILE")]
+    data: Option<String>,
+
+    /// Extra header 'Name: value' (repeatable); Authorization is set by p11jwt
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
 
     #[command(flatten)]
     pub(super) key: KeyArgs,
@@ -27,17 +41,55 @@ pub struct GetArgs {
 
 pub fn run(args: GetArgs) -> Result<(), Error> {
     oauth::check_url(&args.url)?;
-    let response = fetch_access_token(&args.key, &args.claims, &args.endpoint)?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = args.data.as_deref().map(read_body).transpose()?;
+    let method = match (&args.method, &body) {
+        (Some(method), _) => method.to_ascii_uppercase(),
+        (None, Some(_)) => "POST".to_owned(),
+        (None, None) => "GET".to_owned(),
+    };
+    let request = ApiRequest {
+        method: &method,
+        url: &args.url,
+        headers: &headers,
+        body: body.as_deref(),
+    };
 
-    let started = Instant::now();
-    let client = oauth::Client::new(Duration::from_secs(args.endpoint.timeout.max(1)));
-    let api = client.get(&args.url, &response.access_token)?;
+    let tokens = AccessTokens::new(&args.key, &args.claims, &args.endpoint)?;
+    let mut obtained = tokens.obtain(false)?;
+    let mut started = Instant::now();
+    let mut api = tokens
+        .client()
+        .call(&request, &obtained.response.access_token)?;
     log::info!(
-        "GET {} answered {} in {} ms",
+        "{method} {} answered {} in {} ms",
         args.url,
         api.status,
         started.elapsed().as_millis()
     );
+
+    // A cached access token may have been revoked or the server's keys rotated: drop it and
+    // try once more with a fresh one. A fresh one refused is the answer.
+    if api.status == 401 && obtained.cached {
+        tokens.forget()?;
+        log::info!("dropped the cached access token after a 401; trying once with a fresh one");
+        obtained = tokens.obtain(true)?;
+        started = Instant::now();
+        api = tokens
+            .client()
+            .call(&request, &obtained.response.access_token)?;
+        log::info!(
+            "{method} {} answered {} in {} ms",
+            args.url,
+            api.status,
+            started.elapsed().as_millis()
+        );
+    }
+
     if !(200..300).contains(&api.status) {
         let text = String::from_utf8_lossy(&api.body);
         return Err(Error::Api {
@@ -46,4 +98,35 @@ pub fn run(args: GetArgs) -> Result<(), Error> {
         });
     }
     super::print_bytes(&api.body)
+}
+
+/// `Name: value`, as curl takes it; `Authorization` is p11jwt's to set.
+fn parse_header(text: &str) -> Result<(String, String), Error> {
+    let Some((name, value)) = text.split_once(':') else {
+        return Err(Error::Usage(format!(
+            "-H {text:?} is not a header\nwrite it as -H 'Name: value'"
+        )));
+    };
+    let name = name.trim();
+    if name.eq_ignore_ascii_case("authorization") {
+        return Err(Error::Usage(
+            "-H Authorization is refused: p11jwt sends the access token itself\ndrop the -H".into(),
+        ));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
+}
+
+/// The body as given, or read from `@FILE` / `@-`.
+fn read_body(data: &str) -> Result<Vec<u8>, Error> {
+    let Some(path) = data.strip_prefix('@') else {
+        return Ok(data.as_bytes().to_vec());
+    };
+    let mut bytes = Vec::new();
+    let read = if path == "-" {
+        std::io::stdin().lock().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::read(path).map(|b| bytes = b)
+    };
+    read.map_err(|e| Error::Usage(format!("cannot read -d @{path}: {e}\ncheck the file")))?;
+    Ok(bytes)
 }

@@ -1,8 +1,10 @@
 //! The command line: clap definitions, one file per subcommand, output and exit codes. No
 //! business logic lives here: each subcommand resolves its arguments and calls the library.
 
+mod access;
 mod assert;
 mod config;
+mod exec;
 mod get;
 mod jwk;
 mod keygen;
@@ -64,12 +66,14 @@ enum Command {
     Jwk(jwk::JwkArgs),
     /// Print a signed client assertion (compact JWS)
     Assert(assert::AssertArgs),
-    /// Exchange an assertion for an access token and print the access token
+    /// Exchange an assertion for an access token (or reuse the cached one) and print it
     Token(token::TokenArgs),
-    /// GET a URL with a fresh access token; print the response body
+    /// Call an API URL with an access token; print the response body
     Get(get::GetArgs),
     /// Show the settings a command would use, and where each comes from
     Config(config::ConfigArgs),
+    /// Run a command with an access token in its environment; exit with its code
+    Exec(exec::ExecArgs),
 }
 
 /// Which module, token and key; shared by every command.
@@ -127,7 +131,7 @@ pub struct ClaimArgs {
     lifetime: u64,
 }
 
-/// Where the token endpoint is; shared by `token` and `get`.
+/// Where the token endpoint is and how to talk to it; shared by `token`, `get` and `exec`.
 #[derive(Args, Debug, Clone)]
 pub struct EndpointArgs {
     /// Token endpoint URL (also the default aud)
@@ -135,37 +139,94 @@ pub struct EndpointArgs {
         long,
         env = "P11JWT_TOKEN_ENDPOINT",
         value_name = "URL",
-        conflicts_with = "tenant"
+        conflicts_with_all = ["tenant", "issuer"]
     )]
     token_endpoint: Option<String>,
 
     /// Qlik Cloud tenant: NAME for https://NAME.qlikcloud.com/oauth/token, or a full host
-    #[arg(long, env = "P11JWT_TENANT", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "P11JWT_TENANT",
+        value_name = "NAME",
+        conflicts_with = "issuer"
+    )]
     tenant: Option<String>,
 
-    /// Scope to ask for
+    /// Issuer URL: find the token endpoint in its metadata (OpenID Connect Discovery, then
+    /// RFC 8414)
+    #[arg(long, env = "P11JWT_ISSUER", value_name = "URL")]
+    issuer: Option<String>,
+
+    /// Apply the rules of one authorization server: qlik, okta, keycloak, entra, auth0,
+    /// generic [default: qlik with --tenant, else generic]
+    #[arg(long, env = "P11JWT_PROVIDER", value_name = "NAME")]
+    provider: Option<oauth::Provider>,
+
+    /// Scope to ask for [default: the provider's, e.g. user_default for qlik]
     #[arg(long, env = "P11JWT_SCOPE", value_name = "SCOPE")]
     scope: Option<String>,
 
-    /// aud claim [default: the token endpoint, byte for byte]
+    /// aud claim [default: the token endpoint, byte for byte; for auth0 https://HOST/]
     #[arg(long, env = "P11JWT_AUDIENCE", value_name = "URL")]
     audience: Option<String>,
 
-    /// Total time allowed for each HTTP request, in seconds
+    /// RFC 8707 resource indicator to send (repeatable)
+    #[arg(long, value_name = "URI")]
+    resource: Vec<String>,
+
+    /// Extra form field for the token request, NAME=VALUE (repeatable)
+    #[arg(long, value_name = "NAME=VALUE")]
+    param: Vec<String>,
+
+    /// PEM file of CA certificates to trust instead of the built-in roots (internal CAs)
+    #[arg(long, env = "P11JWT_CACERT", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+
+    /// Seconds allowed to connect
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    connect_timeout: u64,
+
+    /// Seconds allowed for each exchange, retries and their waits included
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
+
+    /// Retries after a connection failure, 429 or 503 (each with a new assertion)
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    retries: u32,
+
+    /// Neither read nor write the access token cache
+    #[arg(long, env = "P11JWT_NO_CACHE")]
+    no_cache: bool,
 }
 
 impl EndpointArgs {
-    fn token_endpoint(&self) -> Result<String, Error> {
+    /// The token endpoint when it is known without discovery.
+    fn static_token_endpoint(&self) -> Option<String> {
         match (&self.token_endpoint, &self.tenant) {
-            (Some(url), _) => Ok(url.clone()),
-            (None, Some(tenant)) => Ok(oauth::qlik_token_endpoint(tenant)),
-            (None, None) => Err(Error::Usage(
-                "no token endpoint\npass --token-endpoint URL or --tenant NAME \
-                 (or set P11JWT_TOKEN_ENDPOINT / P11JWT_TENANT)"
-                    .into(),
-            )),
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(tenant)) => Some(oauth::qlik_token_endpoint(tenant)),
+            (None, None) => None,
+        }
+    }
+
+    /// The preset: `--provider`, else qlik for `--tenant`, else generic.
+    fn provider(&self) -> oauth::Provider {
+        match (self.provider, &self.tenant) {
+            (Some(provider), _) => provider,
+            (None, Some(_)) => oauth::Provider::Qlik,
+            (None, None) => oauth::Provider::Generic,
+        }
+    }
+
+    fn client_options(&self) -> oauth::ClientOptions {
+        oauth::ClientOptions {
+            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            cacert: self.cacert.clone(),
+            retry: oauth::RetryPolicy {
+                attempts: self.retries.saturating_add(1),
+                ..oauth::RetryPolicy::default()
+            },
         }
     }
 }
@@ -181,6 +242,7 @@ pub fn run(mut cli: Cli, matches: &clap::ArgMatches) -> Result<(), Error> {
         Command::Token(args) => token::run(args),
         Command::Get(args) => get::run(args),
         Command::Config(_) => config::run(report),
+        Command::Exec(args) => exec::run(args),
     }
 }
 
@@ -342,40 +404,57 @@ fn warn_if_extractable(key: &KeyPair) {
     }
 }
 
-/// Finds the key, signs one assertion for `audience`, and logs what may be logged.
-fn mint(
-    token: &Token,
-    key: &KeyPair,
-    claims: &ClaimArgs,
-    audience: &str,
-) -> Result<Assertion, Error> {
-    let client_id = claims.client_id.as_deref().ok_or_else(|| {
+/// Header fields a provider may want besides alg and kid.
+struct HeaderExtras<'a> {
+    typ: &'a str,
+    x5t: Option<&'a str>,
+    x5t_s256: Option<&'a str>,
+}
+
+const PLAIN_HEADER: HeaderExtras<'static> = HeaderExtras {
+    typ: "JWT",
+    x5t: None,
+    x5t_s256: None,
+};
+
+/// The client id, required for every assertion.
+fn client_id(claims: &ClaimArgs) -> Result<&str, Error> {
+    claims.client_id.as_deref().ok_or_else(|| {
         Error::Usage(
             "no client id\npass --client-id ID (or set P11JWT_CLIENT_ID): the OAuth client's id"
                 .into(),
         )
-    })?;
+    })
+}
+
+/// Binds the key to its alg and kid, refusing what does not fit before anything is signed.
+fn signer<'t>(token: &'t Token, key: &'t KeyPair, claims: &ClaimArgs) -> Result<Signer<'t>, Error> {
     if claims.lifetime == 0 {
         return Err(Error::Usage("--lifetime must be at least 1 second".into()));
     }
-    if claims.lifetime > QLIK_MAX_LIFETIME {
-        log::warn!(
-            "--lifetime {} is over {QLIK_MAX_LIFETIME} s: Qlik Cloud refuses such assertions",
-            claims.lifetime
-        );
-    }
     let alg = claims.alg.as_deref().map(str::parse::<Alg>).transpose()?;
     warn_if_extractable(key);
+    Signer::new(token, key, alg, claims.kid.clone())
+}
 
+/// Signs one assertion with a fresh jti, and logs what may be logged.
+fn sign(
+    signer: &Signer<'_>,
+    client_id: &str,
+    audience: &str,
+    lifetime: u64,
+    header: &HeaderExtras<'_>,
+) -> Result<Assertion, Error> {
     let started = Instant::now();
-    let signer = Signer::new(token, key, alg, claims.kid.clone())?;
     let request = assertion::Request {
         client_id,
         audience,
-        lifetime: claims.lifetime,
-        typ: "JWT",
+        lifetime,
+        typ: header.typ,
+        x5t: header.x5t,
+        x5t_s256: header.x5t_s256,
     };
-    let minted = assertion::mint(&signer, &request)?;
+    let minted = assertion::mint(signer, &request)?;
     log::info!(
         "signed assertion alg={} kid={} jti={} aud={} iat={} exp={} with {} in {} ms",
         minted.alg,
@@ -390,47 +469,22 @@ fn mint(
     Ok(minted)
 }
 
-/// Mints an assertion and exchanges it for an access token.
-fn fetch_access_token(
-    key_args: &KeyArgs,
+/// Finds the key, signs one assertion for `audience`, and logs what may be logged.
+fn mint(
+    token: &Token,
+    key: &KeyPair,
     claims: &ClaimArgs,
-    endpoint: &EndpointArgs,
-) -> Result<oauth::TokenResponse, Error> {
-    let token_endpoint = endpoint.token_endpoint()?;
-    oauth::check_url(&token_endpoint)?;
-    let audience = endpoint
-        .audience
-        .clone()
-        .unwrap_or_else(|| token_endpoint.clone());
-
-    let resolved = key_args.resolve(false)?;
-    require_key(&resolved)?;
-    let token = open_logged_in(&resolved)?;
-    let key = token.find_key(&resolved.selector)?;
-    let minted = mint(&token, &key, claims, &audience)?;
-    drop(token);
-
-    let started = Instant::now();
-    let client = oauth::Client::new(Duration::from_secs(endpoint.timeout.max(1)));
-    let request = oauth::TokenRequest {
-        token_endpoint: &token_endpoint,
-        client_id: claims.client_id.as_deref(),
-        assertion: &minted.compact,
-        scope: endpoint.scope.as_deref(),
-    };
-    let response = client.request_token(&request)?;
-    log::info!(
-        "token endpoint {token_endpoint} issued a {} access token (expires_in {}) for jti={} \
-         in {} ms",
-        response.token_type,
-        response
-            .expires_in
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "unknown".into()),
-        minted.jti,
-        started.elapsed().as_millis()
-    );
-    Ok(response)
+    audience: &str,
+) -> Result<Assertion, Error> {
+    let client_id = client_id(claims)?;
+    if claims.lifetime > QLIK_MAX_LIFETIME {
+        log::warn!(
+            "--lifetime {} is over {QLIK_MAX_LIFETIME} s: Qlik Cloud refuses such assertions",
+            claims.lifetime
+        );
+    }
+    let signer = signer(token, key, claims)?;
+    sign(&signer, client_id, audience, claims.lifetime, &PLAIN_HEADER)
 }
 
 /// Writes data to stdout; a closed pipe is not an error.

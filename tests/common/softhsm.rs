@@ -92,6 +92,8 @@ impl SoftHsm {
             .env("P11JWT_MODULE", module())
             .env("P11JWT_TOKEN", &self.label)
             .env("P11JWT_PIN", PIN)
+            // The access token cache lives with this token, never in the user's own.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .stdin(Stdio::null());
         cmd
     }
