@@ -122,7 +122,7 @@ fi
 say ""
 say "## 4. In-process: one logged-in session, one key, ${INPROC_SECONDS} s per figure"
 say ""
-say "| key | alg | mechanism | raw C_Sign/s | assertions/s | ratio | assertions/s, EC checked once | ratio |"
+say "| key | alg | mechanism | raw C_Sign/s | assertions/s, every signature checked | ratio | assertions/s, default checks (EC: first only) | ratio |"
 say "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for spec in "${keys[@]}"; do
   IFS=: read -r label _ _ _ <<<"$spec"

@@ -156,6 +156,10 @@ pub struct Profile {
     pub client_id: Option<String>,
     pub token_endpoint: Option<String>,
     pub tenant: Option<String>,
+    /// Issuer URL for discovery, used when neither token_endpoint nor tenant is set.
+    pub issuer: Option<String>,
+    /// Provider preset: qlik, okta, keycloak, entra, auth0, generic.
+    pub provider: Option<String>,
     pub scope: Option<String>,
     pub audience: Option<String>,
     pub alg: Option<String>,

@@ -21,17 +21,20 @@ pub struct Signer<'t> {
 /// How often the in-process signature check runs.
 ///
 /// RSA signatures are always checked: a faulty RSA-CRT signature, once published, can reveal
-/// the private key (the Bellcore attack), and checking one costs a fraction of making it. For
-/// ECDSA and EdDSA a check costs more than SoftHSM's signature itself; what it guards against
-/// (a certificate paired with another key, a module returning an unexpected encoding) is a
-/// property of the device and key, so in a long-lived process checking the first signature
-/// may be enough. One-shot processes, like the CLI, check every signature either way.
+/// the private key (the Bellcore attack), and checking one costs a few percent of making it.
+/// For ECDSA and EdDSA, what the check catches (a certificate paired with another key, a
+/// module returning an unexpected encoding or ignoring parameters) is a property of the device
+/// and key, so the first signature of a signer tells; a faulty ECDSA signature reveals nothing
+/// and is refused by the server. Checking every one costs more than SoftHSM's signature itself
+/// (docs/benchmarks.md), so by default only the first is checked, and every signature whose
+/// encoding is ambiguous. A one-shot process such as the CLI checks its one signature either
+/// way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Checks {
-    /// Every signature (the default).
-    #[default]
+    /// Every signature.
     Every,
-    /// RSA: every signature; ECDSA and EdDSA: the first one this signer makes.
+    /// RSA: every signature; ECDSA and EdDSA: the first one this signer makes (the default).
+    #[default]
     FirstForEc,
 }
 
@@ -85,7 +88,7 @@ impl<'t> Signer<'t> {
             alg,
             kid,
             mechanism,
-            checks: Checks::Every,
+            checks: Checks::default(),
             checked_once: Cell::new(false),
         })
     }

@@ -565,3 +565,42 @@ fn always_authenticate_logs_in_between_sign_init_and_the_data() {
     ];
     assert_eq!(&calls[from..from + expected.len()], expected, "{calls:?}");
 }
+
+#[test]
+fn profile_provider_preset_is_applied_and_checked() {
+    let hsm = SoftHsm::new("names-provider");
+    hsm.ok(&["keygen", "--key", "k"]);
+    let conf = hsm.path("config.toml");
+    let args = ["token", "--profile", "q", "--key", "k", "--client-id", "c"];
+
+    // The qlik preset refuses an aud with a trailing slash before anything is signed.
+    let text = "[profiles.q]\nprovider = \"qlik\"\n\
+                token_endpoint = \"https://acme.qlikcloud.com/oauth/token/\"\n";
+    write_private(&conf, text);
+    let out = hsm
+        .p11jwt()
+        .arg("--config")
+        .arg(&conf)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("qlik"));
+
+    // An unknown provider name in a profile is a usage error naming the profile.
+    write_private(&conf, "[profiles.q]\nprovider = \"nonesuch\"\n");
+    let out = hsm
+        .p11jwt()
+        .arg("--config")
+        .arg(&conf)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("profile \"q\""));
+}

@@ -7,6 +7,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Subcommand};
 
 use p11jwt::config::{self, choose, Config, Origin, Profile, PIN_ENV};
+use p11jwt::oauth;
 use p11jwt::Error;
 
 use super::{print_stdout, ClaimArgs, Cli, Command, EndpointArgs, KeyArgs};
@@ -97,6 +98,20 @@ fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(Option<Config>, Vec<Set
         );
         let from = (profile.scope.as_ref(), profile.audience.as_ref());
         let m = groups.matches;
+        // Discovery only when the flags, the environment and the profile name no endpoint.
+        let issuer = match (&endpoint.token_endpoint, &endpoint.tenant) {
+            (None, None) => profile.issuer.as_ref(),
+            _ => None,
+        };
+        settings.push(one("issuer", &mut endpoint.issuer, m, issuer, &name));
+        let provider = profile
+            .provider
+            .as_deref()
+            .map(str::parse::<oauth::Provider>)
+            .transpose()
+            .map_err(|e| Error::Usage(format!("profile {name:?}: provider: {e}")))?;
+        let provider = provider.as_ref();
+        settings.push(one("provider", &mut endpoint.provider, m, provider, &name));
         settings.push(one("scope", &mut endpoint.scope, m, from.0, &name));
         settings.push(one("audience", &mut endpoint.audience, m, from.1, &name));
     }
