@@ -365,7 +365,7 @@ impl Token {
         let id = bytes_attr(&attrs, AttributeType::Id).unwrap_or_default();
         let public = self.public_from_object(*handle)?;
         Ok(Some(KeyPair {
-            certificate: self.certificate_for(&id)?,
+            certificate: None,
             label,
             id,
             public,
@@ -476,7 +476,9 @@ impl Token {
         label: &[u8],
         id: &[u8],
     ) -> Result<(PublicKey, PublicSource, Option<Vec<u8>>), Error> {
-        let certificate = self.certificate_for(id)?;
+        // The certificate is looked up only when there is no public key object: each
+        // C_FindObjects makes SoftHSM re-read its token directory, and signing does not need
+        // it. Callers that do (x5c, x5t) use `load_certificate`.
         let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
         if id.is_empty() {
             template.push(Attribute::Label(label.to_vec()));
@@ -485,8 +487,9 @@ impl Token {
         }
         if let [handle] = self.find(&template)?.as_slice() {
             let public = self.public_from_object(*handle)?;
-            return Ok((public, PublicSource::PublicKeyObject, certificate));
+            return Ok((public, PublicSource::PublicKeyObject, None));
         }
+        let certificate = self.certificate_for(id)?;
         if let Some(cert) = &certificate {
             let public = PublicKey::from_certificate(cert).map_err(Error::Key)?;
             return Ok((public, PublicSource::Certificate, certificate));
@@ -506,6 +509,15 @@ impl Token {
         Err(Error::NoPublicKey {
             key: describe_object(label, id),
         })
+    }
+
+    /// Fills `key.certificate` from the certificate object with the key's CKA_ID, when the
+    /// token has one and it was not read already.
+    pub fn load_certificate(&self, key: &mut KeyPair) -> Result<(), Error> {
+        if key.certificate.is_none() {
+            key.certificate = self.certificate_for(&key.id)?;
+        }
+        Ok(())
     }
 
     fn certificate_for(&self, id: &[u8]) -> Result<Option<Vec<u8>>, Error> {

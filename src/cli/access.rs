@@ -196,7 +196,11 @@ impl<'a> AccessTokens<'a> {
 
         let rules = provider.rules();
         let thumbprints = match rules.certificate_thumbprint {
-            true => Some(certificate_thumbprints(&key, provider)?),
+            true => {
+                let mut key = key.clone();
+                token.load_certificate(&mut key)?;
+                Some(certificate_thumbprints(&key, provider)?)
+            }
             false => None,
         };
         let header = HeaderExtras {

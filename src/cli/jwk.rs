@@ -41,6 +41,12 @@ pub fn run(args: JwkArgs) -> Result<(), Error> {
         for pair in token.list_keys()? {
             // One unusable key (RSA under 2048 bits, no certificate for --x5c) must not hide
             // the others: it is named on stderr and left out.
+            let pair = pair.and_then(|mut p| {
+                if args.x5c {
+                    token.load_certificate(&mut p)?;
+                }
+                Ok(p)
+            });
             match pair.map(|p| (member(&p, None, None, args.x5c), p)) {
                 Ok((Ok(value), pair)) if pair.flags.sign != Some(false) => keys.push(value),
                 Ok((Err(e), pair)) if pair.flags.sign != Some(false) => {
@@ -57,16 +63,19 @@ pub fn run(args: JwkArgs) -> Result<(), Error> {
 
     require_key(&resolved)?;
     // The public half is readable without a PIN on most tokens; log in only when it is not.
-    let token = Token::open(&resolved.options, None)?;
-    let pair = match token.find_public(&resolved.selector)? {
+    let mut token = Token::open(&resolved.options, None)?;
+    let mut pair = match token.find_public(&resolved.selector)? {
         Some(pair) => pair,
         None => {
             let pin = read_pin(&resolved)?;
             drop(token);
-            let token = Token::open(&resolved.options, pin.as_ref())?;
+            token = Token::open(&resolved.options, pin.as_ref())?;
             token.find_key(&resolved.selector)?
         }
     };
+    if args.x5c {
+        token.load_certificate(&mut pair)?;
+    }
     let value = member(&pair, alg, args.kid.as_deref(), args.x5c)?;
     if args.jwks {
         return print_stdout(&pretty(&jwk::jwks(vec![value])));
