@@ -16,7 +16,14 @@ log.level = ERROR
 slots.removable = false
 CONF
 export SOFTHSM2_CONF="$dir/softhsm2.conf"
-if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label: *$label\$"; then
+# softhsm2-util pads labels with spaces: compare them trimmed, so that a second run (a new
+# shell, the next CI job) finds the token instead of making another with the same label.
+has_token() {
+  softhsm2-util --show-slots 2>/dev/null | awk -v want="$label" '
+    /^ *Label:/ { sub(/^ *Label: */, ""); sub(/ *$/, ""); if ($0 == want) found = 1 }
+    END { exit !found }'
+}
+if ! has_token; then
   softhsm2-util --init-token --free --label "$label" --pin "$pin" --so-pin "$pin$pin" >/dev/null
 fi
 echo "export SOFTHSM2_CONF='$dir/softhsm2.conf'"

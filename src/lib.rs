@@ -110,6 +110,7 @@ impl Error {
             },
             Error::OAuth(e) => match e {
                 oauth::Error::BadUrl { .. }
+                | oauth::Error::BadTenant { .. }
                 | oauth::Error::BadParam { .. }
                 | oauth::Error::BadRequest { .. }
                 | oauth::Error::Provider(_)

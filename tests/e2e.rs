@@ -479,3 +479,149 @@ fn pin_file_readable_by_others_is_refused() {
     );
     let _ = softhsm::module();
 }
+
+#[test]
+fn softhsm_env_script_reuses_its_token_when_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/softhsm-env.sh");
+
+    // Run twice on one directory, as two CI jobs sharing a cached token dir would.
+    for _ in 0..2 {
+        let out = Command::new(script)
+            .arg(dir.path())
+            .args(["ci-token", "1234"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let slots = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
+        .arg("--show-slots")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&slots.stdout);
+    assert_eq!(listing.matches("ci-token").count(), 1, "{listing}");
+}
+
+#[test]
+fn a_flag_beats_an_endpoint_from_the_environment() {
+    let (hsm, standin) = tenant("e2e-flag-beats-env");
+    let endpoint = standin.token_endpoint();
+    let args = [
+        "token",
+        "--key",
+        "signer",
+        "--client-id",
+        CLIENT_ID,
+        "--token-endpoint",
+        &endpoint,
+    ];
+
+    // P11JWT_TENANT in the environment, --token-endpoint on the command line: the flag wins.
+    let out = hsm
+        .p11jwt()
+        .env("P11JWT_TENANT", "acme")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Two flags naming the endpoint are refused.
+    let mut both = args.to_vec();
+    both.extend(["--tenant", "acme"]);
+    let out = hsm.run(&both);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give only one"));
+
+    // P11JWT_NO_CACHE takes the usual spellings of yes.
+    let out = hsm
+        .p11jwt()
+        .env("P11JWT_NO_CACHE", "1")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn assert_takes_its_audience_from_the_token_endpoint_variable() {
+    let hsm = SoftHsm::new("e2e-assert-aud-env");
+    hsm.ok(&["keygen", "--key", "signer"]);
+    let aud = "https://acme.qlikcloud.com/oauth/token";
+
+    let out = hsm
+        .p11jwt()
+        .env("P11JWT_TOKEN_ENDPOINT", aud)
+        .args(["assert", "--key", "signer", "--client-id", CLIENT_ID])
+        .output()
+        .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, _, claims, _) = split_jws(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(claims["aud"], aud);
+}
+
+#[test]
+fn nonsense_tenants_lifetimes_and_audiences_are_usage_errors() {
+    let hsm = SoftHsm::new("e2e-nonsense");
+    hsm.ok(&["keygen", "--key", "signer"]);
+    let base = ["assert", "--key", "signer", "--client-id", CLIENT_ID];
+
+    for extra in [
+        vec!["--tenant", "https://acme.qlikcloud.com"],
+        vec!["--tenant", "acme/"],
+        vec!["--audience", ""],
+        vec!["--audience", "https://a/t", "--lifetime", "0"],
+        vec![
+            "--audience",
+            "https://a/t",
+            "--lifetime",
+            "18446744073709551615",
+        ],
+    ] {
+        let mut args = base.to_vec();
+        args.extend(&extra);
+        let out = hsm.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn keygen_and_keys_without_a_pin_ask_for_one() {
+    let hsm = SoftHsm::new("e2e-nopin");
+    hsm.ok(&["keygen", "--key", "signer"]);
+
+    for args in [vec!["keygen", "--key", "other"], vec!["keys"]] {
+        let out = hsm
+            .p11jwt()
+            .env_remove("P11JWT_PIN")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("needs the user PIN"));
+    }
+}

@@ -437,12 +437,18 @@ fn exec_runs_the_command_with_the_access_token_and_its_exit_code() {
     assert!(!stderr(&out).contains("exec-token"), "{}", stderr(&out));
 
     // Another name, the command's own exit code, and no PIN handed down.
-    let script = "test \"$MY_TOKEN\" = exec-token && test -z \"$P11JWT_PIN\" && exit 42";
-    let out = hsm.run(&args(
-        "exec",
-        &endpoint,
-        &["--env-name", "MY_TOKEN", "--", "sh", "-c", script],
-    ));
+    let script = "test \"$MY_TOKEN\" = exec-token && test -z \"$P11JWT_PIN\" \
+                  && test -z \"$P11JWT_PIN_FILE\" && exit 42";
+    let out = hsm
+        .p11jwt()
+        .env("P11JWT_PIN_FILE", "/nonexistent/pin")
+        .args(args(
+            "exec",
+            &endpoint,
+            &["--env-name", "MY_TOKEN", "--", "sh", "-c", script],
+        ))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
 }
 

@@ -49,7 +49,7 @@ impl<'a> AccessTokens<'a> {
         claims: &'a ClaimArgs,
         endpoint: &'a EndpointArgs,
     ) -> Result<AccessTokens<'a>, Error> {
-        let source = match (endpoint.static_token_endpoint(), &endpoint.issuer) {
+        let source = match (endpoint.static_token_endpoint()?, &endpoint.issuer) {
             (Some(url), _) => Endpoint::Given(url),
             (None, Some(issuer)) => Endpoint::Issuer(issuer.clone()),
             (None, None) => {

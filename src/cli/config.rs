@@ -53,6 +53,8 @@ struct Groups<'a> {
     endpoint: Option<&'a mut EndpointArgs>,
     /// `assert` has its own aud and tenant.
     assert_audience: Option<(&'a mut Option<String>, &'a mut Option<String>)>,
+    /// ... and `--token-endpoint` as the aud of last resort.
+    assert_endpoint: Option<&'a mut Option<String>>,
 }
 
 /// Reads the config file when a profile is asked for (once per run), and fills unset
@@ -79,6 +81,32 @@ fn apply(cli: &mut Cli, matches: &ArgMatches) -> Result<(Option<Config>, Vec<Set
     let name = profile_name.unwrap_or_default();
 
     let mut groups = groups(&mut cli.command, matches);
+    if let Some(endpoint) = groups.endpoint.as_mut() {
+        one_endpoint(
+            groups.matches,
+            &mut [
+                ("token_endpoint", &mut endpoint.token_endpoint),
+                ("tenant", &mut endpoint.tenant),
+                ("issuer", &mut endpoint.issuer),
+            ],
+            true,
+        )?;
+    }
+    if let Some((audience, tenant)) = groups.assert_audience.as_mut() {
+        let mut none = None;
+        let endpoint = groups.assert_endpoint.as_deref_mut().unwrap_or(&mut none);
+        one_endpoint(
+            groups.matches,
+            &mut [
+                ("audience", audience),
+                ("tenant", tenant),
+                ("token_endpoint", endpoint),
+            ],
+            // For `assert` these rank (aud, then tenant, then token endpoint) rather than
+            // clash: a CI job may export P11JWT_AUDIENCE and P11JWT_TOKEN_ENDPOINT together.
+            false,
+        )?;
+    }
     let mut settings = Vec::new();
     if let Some(key) = groups.key.take() {
         apply_key(key, groups.matches, &profile, &name, &mut settings);
@@ -149,6 +177,7 @@ fn groups<'a>(command: &'a mut Command, matches: &'a ArgMatches) -> Groups<'a> {
         claims: None,
         endpoint: None,
         assert_audience: None,
+        assert_endpoint: None,
     };
     match command {
         Command::Keygen(a) => g.key = Some(&mut a.key),
@@ -158,6 +187,7 @@ fn groups<'a>(command: &'a mut Command, matches: &'a ArgMatches) -> Groups<'a> {
             g.key = Some(&mut a.key);
             g.claims = Some(&mut a.claims);
             g.assert_audience = Some((&mut a.audience, &mut a.tenant));
+            g.assert_endpoint = Some(&mut a.token_endpoint);
         }
         Command::Token(a) => {
             g.key = Some(&mut a.key);
@@ -185,6 +215,45 @@ fn groups<'a>(command: &'a mut Command, matches: &'a ArgMatches) -> Groups<'a> {
     }
     g.matches = sub;
     g
+}
+
+/// Settings that name one thing (the token endpoint as a URL, a tenant or an issuer): a flag
+/// beats the environment, so one given by flag clears the others that came from the
+/// environment; when `exclusive`, two given the same way are refused, since neither can be
+/// said to win.
+fn one_endpoint(
+    m: Option<&ArgMatches>,
+    fields: &mut [(&'static str, &mut Option<String>)],
+    exclusive: bool,
+) -> Result<(), Error> {
+    let origins: Vec<Origin> = fields
+        .iter()
+        .map(|(id, _)| origin(m, id, &env_name(id)))
+        .collect();
+    let by_flag = origins.iter().filter(|o| matches!(o, Origin::Flag)).count();
+    if by_flag > 0 {
+        for ((_, value), origin) in fields.iter_mut().zip(&origins) {
+            if matches!(origin, Origin::Env(_)) {
+                **value = None;
+            }
+        }
+    }
+    let given: Vec<String> = fields
+        .iter()
+        .zip(&origins)
+        .filter(|((_, value), _)| value.is_some())
+        .map(|((id, _), origin)| match origin {
+            Origin::Env(name) => name.clone(),
+            _ => format!("--{}", id.replace('_', "-")),
+        })
+        .collect();
+    if exclusive && given.len() > 1 {
+        return Err(Error::Usage(format!(
+            "{} name the same thing; give only one",
+            given.join(" and ")
+        )));
+    }
+    Ok(())
 }
 
 /// Where clap found the value of argument `id`.

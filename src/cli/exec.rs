@@ -45,7 +45,9 @@ pub fn run(args: ExecArgs) -> Result<(), Error> {
         .args(rest)
         .env(&args.env_name, response.access_token.expose());
     // The command needs the access token, not the PIN that made it.
+    // The command gets the access token, never the PIN nor where it is kept.
     command.env_remove(PIN_ENV);
+    command.env_remove("P11JWT_PIN_FILE");
     log::info!(
         "running {program:?} with the access token in {}",
         args.env_name

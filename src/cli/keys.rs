@@ -54,6 +54,10 @@ pub fn run(args: KeysArgs) -> Result<(), Error> {
             row["uri"].as_str().unwrap_or(""),
         ));
     }
+    if rows.is_empty() && d.login_required && !token.is_logged_in() {
+        // Private keys stay hidden until login: "no keys" would be a lie.
+        return Err(p11jwt::token::Error::PinRequired.into());
+    }
     if rows.is_empty() {
         eprintln!(
             "p11jwt: token {:?} has no private keys visible to this login",

@@ -135,21 +135,11 @@ pub struct ClaimArgs {
 #[derive(Args, Debug, Clone)]
 pub struct EndpointArgs {
     /// Token endpoint URL (also the default aud)
-    #[arg(
-        long,
-        env = "P11JWT_TOKEN_ENDPOINT",
-        value_name = "URL",
-        conflicts_with_all = ["tenant", "issuer"]
-    )]
+    #[arg(long, env = "P11JWT_TOKEN_ENDPOINT", value_name = "URL")]
     token_endpoint: Option<String>,
 
     /// Qlik Cloud tenant: NAME for https://NAME.qlikcloud.com/oauth/token, or a full host
-    #[arg(
-        long,
-        env = "P11JWT_TENANT",
-        value_name = "NAME",
-        conflicts_with = "issuer"
-    )]
+    #[arg(long, env = "P11JWT_TENANT", value_name = "NAME")]
     tenant: Option<String>,
 
     /// Issuer URL: find the token endpoint in its metadata (OpenID Connect Discovery, then
@@ -195,18 +185,18 @@ pub struct EndpointArgs {
     retries: u32,
 
     /// Neither read nor write the access token cache
-    #[arg(long, env = "P11JWT_NO_CACHE")]
+    #[arg(long, env = "P11JWT_NO_CACHE", value_parser = clap::builder::BoolishValueParser::new())]
     no_cache: bool,
 }
 
 impl EndpointArgs {
     /// The token endpoint when it is known without discovery.
-    fn static_token_endpoint(&self) -> Option<String> {
-        match (&self.token_endpoint, &self.tenant) {
+    fn static_token_endpoint(&self) -> Result<Option<String>, Error> {
+        Ok(match (&self.token_endpoint, &self.tenant) {
             (Some(url), _) => Some(url.clone()),
-            (None, Some(tenant)) => Some(oauth::qlik_token_endpoint(tenant)),
+            (None, Some(tenant)) => Some(oauth::qlik_token_endpoint(tenant)?),
             (None, None) => None,
-        }
+        })
     }
 
     /// The preset: `--provider`, else qlik for `--tenant`, else generic.
@@ -429,8 +419,15 @@ fn client_id(claims: &ClaimArgs) -> Result<&str, Error> {
 
 /// Binds the key to its alg and kid, refusing what does not fit before anything is signed.
 fn signer<'t>(token: &'t Token, key: &'t KeyPair, claims: &ClaimArgs) -> Result<Signer<'t>, Error> {
-    if claims.lifetime == 0 {
-        return Err(Error::Usage("--lifetime must be at least 1 second".into()));
+    // A day is far beyond what any server accepts (Qlik: 300 s, Okta: an hour); beyond it the
+    // number is a mistake, not a policy.
+    const MAX_LIFETIME: u64 = 86_400;
+    if claims.lifetime == 0 || claims.lifetime > MAX_LIFETIME {
+        return Err(Error::Usage(format!(
+            "--lifetime {} is out of range\npass 1 to {MAX_LIFETIME} seconds; 300 or less for \
+             Qlik Cloud",
+            claims.lifetime
+        )));
     }
     let alg = claims.alg.as_deref().map(str::parse::<Alg>).transpose()?;
     warn_if_extractable(key);

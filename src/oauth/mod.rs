@@ -40,14 +40,26 @@ const RESERVED_PARAMS: [&str; 6] = [
 ];
 
 /// Qlik Cloud's token endpoint for a tenant name, or for a full host such as
-/// `NAME.eu.qlikcloud.com`, taken as given.
-pub fn qlik_token_endpoint(tenant: &str) -> String {
+/// `NAME.eu.qlikcloud.com`, taken as given. Anything but a host name (a URL, a path, spaces)
+/// is refused rather than glued into a URL that cannot be right.
+pub fn qlik_token_endpoint(tenant: &str) -> Result<String, Error> {
+    let is_host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    let valid = !tenant.is_empty()
+        && tenant.chars().all(is_host_char)
+        && !tenant.starts_with(['.', '-'])
+        && !tenant.ends_with(['.', '-'])
+        && !tenant.contains("..");
+    if !valid {
+        return Err(Error::BadTenant {
+            tenant: tenant.to_owned(),
+        });
+    }
     let host = if tenant.contains('.') {
         tenant.to_owned()
     } else {
         format!("{tenant}.qlikcloud.com")
     };
-    format!("https://{host}/oauth/token")
+    Ok(format!("https://{host}/oauth/token"))
 }
 
 /// Accepts `https://` URLs, and `http://` only to loopback addresses (for tests and demos).
@@ -58,6 +70,11 @@ pub fn check_url(url: &str) -> Result<(), Error> {
     let host = uri.host().ok_or_else(|| Error::BadUrl {
         url: url.to_owned(),
     })?;
+    if uri.scheme_str().is_none() {
+        return Err(Error::BadUrl {
+            url: url.to_owned(),
+        });
+    }
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") if is_loopback(host) => Ok(()),
@@ -509,6 +526,18 @@ fn hint(error: &str, description: Option<&str>) -> &'static str {
         return "the kid must be the one registered with the OAuth client: \
                 compare `p11jwt jwk` with the registered JWK";
     }
+    if description.contains("lifetime")
+        || description.contains("expired")
+        || description.contains("exp ")
+        || description.contains("iat")
+    {
+        return "the assertion's lifetime or times were refused: keep --lifetime within the \
+                server's limit (300 s for Qlik) and check this host's clock";
+    }
+    if description.contains("alg") {
+        return "the server does not accept this alg: pass one it accepts with --alg (Qlik: \
+                RS256, RS512, ES384), or make a key for it with `p11jwt keygen --alg`";
+    }
     if description.contains("signature") {
         return "the registered public key does not match this key or alg: register the JWK \
                 that `p11jwt jwk` prints (RS256, RS512 or ES384 for Qlik)";
@@ -534,6 +563,9 @@ fn hint(error: &str, description: Option<&str>) -> &'static str {
 pub enum Error {
     BadUrl {
         url: String,
+    },
+    BadTenant {
+        tenant: String,
     },
     InsecureUrl {
         url: String,
@@ -594,7 +626,17 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::BadUrl { url } => write!(f, "{url:?} is not a URL with a host"),
+            Error::BadUrl { url } => write!(
+                f,
+                "{url:?} is not a URL with a host\npass a full URL such as \
+                 https://tenant.example.com/oauth/token"
+            ),
+            Error::BadTenant { tenant } => write!(
+                f,
+                "--tenant {tenant:?} is not a tenant name or host\npass the tenant's name \
+                 (acme for https://acme.qlikcloud.com) or its host (acme.eu.qlikcloud.com), \
+                 or the whole URL with --token-endpoint"
+            ),
             Error::InsecureUrl { url } => write!(
                 f,
                 "refusing {url:?}: p11jwt sends credentials over https only (plain http is \
@@ -682,11 +724,11 @@ mod tests {
     #[test]
     fn qlik_endpoint_from_tenant() {
         assert_eq!(
-            qlik_token_endpoint("acme"),
+            qlik_token_endpoint("acme").unwrap(),
             "https://acme.qlikcloud.com/oauth/token"
         );
         assert_eq!(
-            qlik_token_endpoint("acme.eu.qlikcloud.com"),
+            qlik_token_endpoint("acme.eu.qlikcloud.com").unwrap(),
             "https://acme.eu.qlikcloud.com/oauth/token"
         );
     }

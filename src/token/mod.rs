@@ -648,7 +648,11 @@ impl Token {
         let (public, private) = self
             .session
             .generate_key_pair(&mechanism, &public_template, &private_template)
-            .map_err(|e| Error::ck("C_GenerateKeyPair", e))?;
+            .map_err(|e| match e {
+                // A private token object needs a logged-in session.
+                CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
+                e => Error::ck("C_GenerateKeyPair", e),
+            })?;
         match self.key_pair(private) {
             Ok(pair) => Ok(pair),
             Err(err) => {
@@ -766,7 +770,8 @@ impl Token {
         }
     }
 
-    fn is_logged_in(&self) -> bool {
+    /// Whether the session is logged in as the user (login state belongs to the token).
+    pub fn is_logged_in(&self) -> bool {
         use cryptoki::session::SessionState;
         matches!(
             self.session.get_session_info().map(|i| i.session_state()),
