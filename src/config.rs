@@ -355,10 +355,16 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::PinRead { what, detail } => {
-                write!(f, "cannot read the PIN from {what}: {detail}")
-            }
-            Error::PinEnvNotUnicode => write!(f, "{PIN_ENV} is not valid UTF-8"),
+            Error::PinRead { what, detail } => write!(
+                f,
+                "cannot read the PIN from {what}: {detail}\n\
+                 check the path and its permissions, or give the PIN another way (P11JWT_PIN, \
+                 --pin-stdin, a terminal prompt)"
+            ),
+            Error::PinEnvNotUnicode => write!(
+                f,
+                "{PIN_ENV} is not valid UTF-8\nset it to the PIN as text, or use --pin-file"
+            ),
             Error::EmptyPin { source } => write!(
                 f,
                 "the PIN from {source} is empty\nput the user PIN there, or use another source"

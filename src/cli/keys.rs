@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use p11jwt::alg::Alg;
-use p11jwt::token::KeyPair;
+use p11jwt::token::{KeyPair, KeySelector};
 use p11jwt::uri::{Pkcs11Uri, TokenFields};
 use p11jwt::Error;
 
@@ -34,6 +34,8 @@ pub fn run(args: KeysArgs) -> Result<(), Error> {
     let mut rows = Vec::new();
     for pair in token.list_keys()? {
         match pair {
+            // With --key, only the key pairs it names (by label and/or id).
+            Ok(pair) if !selected(&resolved.selector, &pair) => {}
             Ok(pair) => rows.push(describe(&pair, &fields)),
             Err(e) => log::warn!("skipping a key whose public key cannot be read: {e}"),
         }
@@ -65,6 +67,11 @@ pub fn run(args: KeysArgs) -> Result<(), Error> {
         );
     }
     print_stdout(&out)
+}
+
+fn selected(selector: &KeySelector, pair: &KeyPair) -> bool {
+    selector.label.as_ref().is_none_or(|l| *l == pair.label)
+        && selector.id.as_ref().is_none_or(|i| *i == pair.id)
 }
 
 fn describe(pair: &KeyPair, token: &TokenFields<'_>) -> serde_json::Value {

@@ -60,7 +60,7 @@ pub struct Cli {
 enum Command {
     /// Generate a key pair on the token; print its public JWK (stdout) and pkcs11: URI
     Keygen(keygen::KeygenArgs),
-    /// List the key pairs on the token with their protection flags
+    /// List the key pairs on the token (or those --key names) with their protection flags
     Keys(keys::KeysArgs),
     /// Print the public JWK of a key (or a JWKS with --jwks)
     Jwk(jwk::JwkArgs),
