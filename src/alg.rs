@@ -87,6 +87,10 @@ pub enum SignMechanism {
 /// RSA keys shorter than this are refused (RFC 7518 §3.3 and §3.5).
 pub const MIN_RSA_BITS: usize = 2048;
 
+/// RSA keys longer than this are refused: the in-process signature check (ring) stops here,
+/// and no provider we know of accepts more.
+pub const MAX_RSA_BITS: usize = 8192;
+
 impl Alg {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -136,6 +140,9 @@ impl Alg {
             if bits < MIN_RSA_BITS && self.is_rsa() {
                 return Err(AlgError::RsaTooSmall { bits });
             }
+            if bits > MAX_RSA_BITS && self.is_rsa() {
+                return Err(AlgError::RsaTooLarge { bits });
+            }
         }
         if self.fits(kind) {
             return Ok(());
@@ -158,7 +165,9 @@ impl Alg {
     /// one curve per ES alg (§3.4), Ed25519 for EdDSA (RFC 8037 §3.1).
     fn fits(self, kind: KeyKind) -> bool {
         match (self, kind) {
-            (_, KeyKind::Rsa { bits }) => self.is_rsa() && bits >= MIN_RSA_BITS,
+            (_, KeyKind::Rsa { bits }) => {
+                self.is_rsa() && (MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits)
+            }
             (Alg::ES256, KeyKind::Ec(Curve::P256))
             | (Alg::ES384, KeyKind::Ec(Curve::P384))
             | (Alg::ES512, KeyKind::Ec(Curve::P521))
@@ -333,6 +342,9 @@ pub enum AlgError {
     RsaTooSmall {
         bits: usize,
     },
+    RsaTooLarge {
+        bits: usize,
+    },
     KeyMismatch {
         alg: Alg,
         kind: KeyKind,
@@ -351,6 +363,11 @@ impl fmt::Display for AlgError {
                 f,
                 "the RSA key has {bits} bits, fewer than the {MIN_RSA_BITS} that RS*/PS* require\n\
                  make a new key with `p11jwt keygen --bits 2048` (4096 recommended)"
+            ),
+            AlgError::RsaTooLarge { bits } => write!(
+                f,
+                "the RSA key has {bits} bits, more than the {MAX_RSA_BITS} p11jwt can check its \
+                 signatures with\nuse a key of 2048 to 4096 bits (`p11jwt keygen --bits 4096`)"
             ),
             AlgError::KeyMismatch { alg, kind, fitting } => {
                 let names: Vec<&str> = fitting.iter().map(|a| a.as_str()).collect();
@@ -425,6 +442,16 @@ mod tests {
             .check_key(KeyKind::Rsa { bits: 1024 })
             .unwrap_err();
         assert_eq!(err, AlgError::RsaTooSmall { bits: 1024 });
+    }
+
+    #[test]
+    fn refuses_rsa_over_8192_bits() {
+        let err = Alg::PS256
+            .check_key(KeyKind::Rsa { bits: 8704 })
+            .unwrap_err();
+        assert_eq!(err, AlgError::RsaTooLarge { bits: 8704 });
+        assert!(Alg::fitting(KeyKind::Rsa { bits: 8704 }).is_empty());
+        assert!(Alg::RS256.check_key(KeyKind::Rsa { bits: 8192 }).is_ok());
     }
 
     #[test]

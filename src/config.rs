@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -56,17 +56,10 @@ impl PinSource {
                 Secret::new(value)
             }
             PinSource::File(path) => read_pin_file(path)?,
-            PinSource::Stdin => {
-                let mut line = Zeroizing::new(String::new());
-                std::io::stdin()
-                    .lock()
-                    .read_line(&mut line)
-                    .map_err(|e| Error::PinRead {
-                        what: "standard input".into(),
-                        detail: e.to_string(),
-                    })?;
-                Secret::new(line.trim_end_matches(['\r', '\n']).to_owned())
-            }
+            PinSource::Stdin => read_stdin_line().map_err(|e| Error::PinRead {
+                what: "standard input".into(),
+                detail: e.to_string(),
+            })?,
             PinSource::Prompt => {
                 let prompt = format!("User PIN for token {token_label:?}: ");
                 let value = rpassword::prompt_password(prompt).map_err(|e| Error::PinRead {
@@ -95,6 +88,35 @@ impl fmt::Display for PinSource {
             PinSource::None => f.write_str("no PIN source"),
         }
     }
+}
+
+/// Reads one line from standard input, one byte at a time straight from the descriptor: the
+/// rest of the input stays unread for whoever comes next (the command `exec` runs, a request
+/// body), which a buffered reader would have swallowed.
+fn read_stdin_line() -> std::io::Result<Secret> {
+    use std::io::Read as _;
+    use std::os::fd::AsFd as _;
+
+    let mut input = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let mut line = Zeroizing::new(Vec::with_capacity(64));
+    let mut byte = [0u8; 1];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() >= 4096 => {
+                return Err(std::io::Error::other(
+                    "the first line is longer than 4096 bytes",
+                ))
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let text = std::str::from_utf8(&line)
+        .map_err(|_| std::io::Error::other("the PIN is not valid UTF-8"))?;
+    Ok(Secret::new(text.trim_end_matches('\r').to_owned()))
 }
 
 /// Reads the first line of a PIN file, refusing one that others can read or write, as ssh

@@ -70,7 +70,8 @@ impl Error {
         use token::Error as T;
         match self {
             // A key too small for any alg is the key's fault; any other alg error the caller's.
-            Error::Alg(alg::AlgError::RsaTooSmall { .. }) => exit::KEY,
+            Error::Alg(alg::AlgError::RsaTooSmall { .. })
+            | Error::Alg(alg::AlgError::RsaTooLarge { .. }) => exit::KEY,
             Error::Usage(_) | Error::Alg(_) | Error::Uri(_) => exit::USAGE,
             Error::Config(
                 config::Error::LoosePermissions { .. }
@@ -92,9 +93,11 @@ impl Error {
                 | T::TokenNotFound { .. }
                 | T::SeveralTokens { .. }
                 | T::UserPinNotInitialized { .. } => exit::PKCS11_SETUP,
-                T::PinRequired | T::PinIncorrect | T::PinLocked | T::PinFinalTry => {
-                    exit::AUTHENTICATION
-                }
+                T::LoginNotRetried
+                | T::PinRequired
+                | T::PinIncorrect
+                | T::PinLocked
+                | T::PinFinalTry => exit::AUTHENTICATION,
                 T::KeyNotFound { .. }
                 | T::SeveralKeys { .. }
                 | T::NoPublicKey { .. }

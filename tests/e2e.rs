@@ -625,3 +625,104 @@ fn keygen_and_keys_without_a_pin_ask_for_one() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("needs the user PIN"));
     }
 }
+
+#[test]
+fn keygens_racing_for_one_label_leave_exactly_one_key_pair() {
+    let hsm = SoftHsm::new("e2e-keygen-race");
+
+    // Eight processes ask for the same label at once.
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            hsm.p11jwt()
+                .args(["keygen", "--key", "race", "--alg", "ES256"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code())
+        .collect();
+
+    // One wins; the others say the label is taken; one key pair remains.
+    assert!(
+        codes.iter().all(|c| *c == Some(0) || *c == Some(5)),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+    let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"]);
+    assert_eq!(listing.matches("label:      race").count(), 1, "{listing}");
+    hsm.ok(&["jwk", "--key", "race"]);
+}
+
+#[test]
+fn pin_stdin_reads_one_line_and_leaves_the_rest_to_the_command() {
+    use std::io::Write as _;
+    let (hsm, standin) = tenant("e2e-pin-stdin");
+    let endpoint = standin.token_endpoint();
+
+    let mut child = hsm
+        .p11jwt()
+        .env_remove("P11JWT_PIN")
+        .args([
+            "exec",
+            "--pin-stdin",
+            "--key",
+            "signer",
+            "--client-id",
+            CLIENT_ID,
+        ])
+        .args(["--token-endpoint", &endpoint, "--no-cache", "--"])
+        .args(["sh", "-c", "read line && test \"$line\" = after-the-pin"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{PIN}\nafter-the-pin\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_empty_pin_value_in_a_uri_is_refused_before_login() {
+    let hsm = SoftHsm::new("e2e-empty-pin-value");
+    hsm.ok(&["keygen", "--key", "signer"]);
+
+    let out = hsm
+        .p11jwt()
+        .env_remove("P11JWT_PIN")
+        .args(["assert", "--key", "pkcs11:object=signer?pin-value="])
+        .args([
+            "--client-id",
+            CLIENT_ID,
+            "--audience",
+            "https://a/oauth/token",
+        ])
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+    // No login was tried: the token does not report a failed one.
+    let slots = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .arg("--module")
+        .arg(softhsm::module())
+        .arg("--list-token-slots")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&slots.stdout);
+    assert!(!listing.contains("user PIN count low"), "{listing}");
+}

@@ -44,10 +44,13 @@ pub fn run(args: ExecArgs) -> Result<(), Error> {
     command
         .args(rest)
         .env(&args.env_name, response.access_token.expose());
-    // The command needs the access token, not the PIN that made it.
-    // The command gets the access token, never the PIN nor where it is kept.
+    // The command gets the access token, never the PIN nor where it is kept (a key URI can
+    // carry pin-value or pin-source).
     command.env_remove(PIN_ENV);
     command.env_remove("P11JWT_PIN_FILE");
+    if std::env::var("P11JWT_KEY").is_ok_and(|key| key.contains("pin-")) {
+        command.env_remove("P11JWT_KEY");
+    }
     log::info!(
         "running {program:?} with the access token in {}",
         args.env_name

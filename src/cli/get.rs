@@ -46,6 +46,13 @@ pub fn run(args: GetArgs) -> Result<(), Error> {
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.key.pin_stdin && args.data.as_deref() == Some("@-") {
+        return Err(Error::Usage(
+            "--pin-stdin and -d @- both read standard input\ngive the PIN another way \
+             (P11JWT_PIN, --pin-file) or the body from a file"
+                .into(),
+        ));
+    }
     let body = args.data.as_deref().map(read_body).transpose()?;
     let method = match (&args.method, &body) {
         (Some(method), _) => method.to_ascii_uppercase(),

@@ -94,11 +94,26 @@ fn member(
     alg.check_key(kind)?;
     let thumbprint = pair.public.thumbprint();
     let chain: Vec<Vec<u8>> = match (&pair.certificate, x5c) {
-        (Some(cert), true) => vec![cert.clone()],
+        (Some(cert), true) => {
+            // RFC 7517 §4.7: the certificate's key must be the JWK's key.
+            let certified = p11jwt::jwk::PublicKey::from_certificate(cert).ok();
+            if certified.as_ref() != Some(&pair.public) {
+                return Err(Error::Usage(format!(
+                    "--x5c: the certificate with CKA_ID {} does not hold key {:?}'s public key\n\
+                     import the certificate issued for this key under its CKA_ID",
+                    pair.id_hex(),
+                    pair.label_text()
+                )));
+            }
+            vec![cert.clone()]
+        }
         (None, true) => {
             return Err(Error::Usage(format!(
-                "--x5c: key {:?} has no certificate on the token (none with CKA_ID {})",
+                "--x5c: key {:?} has no certificate on the token (none with CKA_ID {})\n\
+                 import its certificate with the key's CKA_ID (pkcs11-tool --write-object \
+                 CERT.der --type cert --id {})",
                 pair.label_text(),
+                pair.id_hex(),
                 pair.id_hex()
             )))
         }

@@ -75,12 +75,12 @@ pub fn run(args: KeygenArgs) -> Result<(), Error> {
         model: &d.model,
     };
     let uri = Pkcs11Uri::for_key(&fields, Some(&pair.label), Some(&pair.id));
-    eprintln!(
+    super::note(format_args!(
         "p11jwt: generated {} key pair {:?} (id {}) on token {:?}\np11jwt: uri: {uri}",
         pair.public.kind(),
         pair.label_text(),
         pair.id_hex(),
         d.label
-    );
+    ));
     print_stdout(&pretty(&jwk))
 }

@@ -61,10 +61,10 @@ pub fn run(args: KeysArgs) -> Result<(), Error> {
         return Err(p11jwt::token::Error::PinRequired.into());
     }
     if rows.is_empty() {
-        eprintln!(
+        super::note(format_args!(
             "p11jwt: token {:?} has no private keys visible to this login",
             d.label
-        );
+        ));
     }
     print_stdout(&out)
 }

@@ -347,6 +347,13 @@ fn read_pin(resolved: &Resolved) -> Result<Option<Secret>, Error> {
         .and_then(|u| u.pin_value.as_ref())
     {
         if matches!(resolved.pin_source, PinSource::None | PinSource::Prompt) {
+            // Like every other source: an empty PIN is refused before it costs a try.
+            if value.is_empty() {
+                return Err(p11jwt::config::Error::EmptyPin {
+                    source: "pin-value in the pkcs11: URI".into(),
+                }
+                .into());
+            }
             return Ok(Some(Secret::new(value.to_string())));
         }
     }
@@ -482,6 +489,12 @@ fn mint(
     }
     let signer = signer(token, key, claims)?;
     sign(&signer, client_id, audience, claims.lifetime, &PLAIN_HEADER)
+}
+
+/// A message for stderr that is not data; a stderr that cannot be written is no reason to fail
+/// (or panic, as `eprintln!` would) after the work is done.
+fn note(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
 }
 
 /// Writes data to stdout; a closed pipe is not an error.

@@ -26,6 +26,9 @@ pub(super) fn ckr(rv: RvError) -> String {
 /// What went wrong on the PKCS#11 side. Each message says what to do next.
 #[derive(Debug)]
 pub enum Error {
+    /// A C_Login failed oddly, and the token now reports a recent failed login: the PIN is not
+    /// sent again.
+    LoginNotRetried,
     ModuleNameNotFound {
         name: String,
         searched: Vec<String>,
@@ -134,6 +137,11 @@ impl Error {
 
     /// Answers SoftHSM 2.6 gives while another process rewrites its token file.
     /// How many times the open sequence may be tried for this error.
+    /// Whether C_Login itself failed (so the PIN reached the token).
+    pub(super) fn is_from_login(&self) -> bool {
+        matches!(self, Error::Call { function, .. } if *function == "C_Login")
+    }
+
     pub(super) fn open_attempts(&self) -> u32 {
         match self {
             Error::TokenNotFound { .. } => NOT_FOUND_ATTEMPTS,
@@ -169,6 +177,12 @@ fn list(items: &[String]) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::LoginNotRetried => write!(
+                f,
+                "C_Login failed, and the token now reports a failed login \
+                 (CKF_USER_PIN_COUNT_LOW); the PIN was not sent again\n\
+                 check the PIN before running again: more wrong tries can lock it"
+            ),
             Error::ModuleNameNotFound { name, searched } => write!(
                 f,
                 "no PKCS#11 module named {name:?} (module-name in the pkcs11: URI): neither \

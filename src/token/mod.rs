@@ -48,6 +48,9 @@ const OPEN_ATTEMPTS: u32 = 12;
 /// than a token file being rewritten, and the user should not wait for the answer.
 const NOT_FOUND_ATTEMPTS: u32 = 3;
 
+/// How many times a C_Login that failed with a transient-looking error is tried again.
+const MAX_LOGIN_RETRIES: u32 = 2;
+
 /// Which token to open, and how.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
@@ -223,10 +226,20 @@ impl Token {
     /// wrong PIN is never retried.
     pub fn open(options: &OpenOptions, pin: Option<&Secret>) -> Result<Token, Error> {
         let mut attempt = 1;
+        let mut failed_logins = 0;
         loop {
-            match Token::open_once(options, pin) {
+            // After a C_Login that failed oddly, the PIN is sent again only while the token
+            // reports no recent failed login, and at most MAX_LOGIN_RETRIES times: a device
+            // that answers a wrong PIN with CKR_GENERAL_ERROR must not be walked into a lock.
+            match Token::open_once(options, pin, failed_logins > 0) {
                 Ok(token) => return Ok(token),
+                Err(err) if err.is_from_login() && failed_logins >= MAX_LOGIN_RETRIES => {
+                    return Err(err)
+                }
                 Err(err) if err.is_transient() && attempt < err.open_attempts() => {
+                    if err.is_from_login() {
+                        failed_logins += 1;
+                    }
                     let first_line = err.to_string();
                     let first_line = first_line.lines().next().unwrap_or_default();
                     log::info!(
@@ -240,7 +253,11 @@ impl Token {
         }
     }
 
-    fn open_once(options: &OpenOptions, pin: Option<&Secret>) -> Result<Token, Error> {
+    fn open_once(
+        options: &OpenOptions,
+        pin: Option<&Secret>,
+        login_retry: bool,
+    ) -> Result<Token, Error> {
         let module_path = resolve_module(options.module.as_deref())?;
         let ctx = load_module(&module_path)?;
         let (slot, description) = select_token(&ctx, options)?;
@@ -268,7 +285,7 @@ impl Token {
             allow_final_pin_try: options.allow_final_pin_try,
         };
         if pin.is_some() || token.description.protected_authentication_path {
-            token.login(pin)?;
+            token.login(pin, login_retry)?;
             *token.context_pin.borrow_mut() = pin.cloned();
         }
         Ok(token)
@@ -284,7 +301,7 @@ impl Token {
 
     /// Logs the user in once. Already logged in is fine. The PIN is handed to the module and
     /// dropped (and wiped) right after.
-    fn login(&self, pin: Option<&Secret>) -> Result<(), Error> {
+    fn login(&self, pin: Option<&Secret>, login_retry: bool) -> Result<(), Error> {
         let info = self
             .ctx
             .get_token_info(self.slot)
@@ -296,6 +313,9 @@ impl Token {
             locked: info.user_pin_locked(),
         };
         flags.check(&self.description.label, self.allow_final_pin_try)?;
+        if login_retry && flags.count_low {
+            return Err(Error::LoginNotRetried);
+        }
 
         let auth = pin.map(|p| AuthPin::from(p.expose().to_owned()));
         if auth.is_none() && !info.protected_authentication_path() {
@@ -601,13 +621,23 @@ impl Token {
                 Attribute::Id(id.clone()),
             ]
         };
+        // A signing key does nothing else: module defaults for decrypt, unwrap and derive
+        // differ, and a key that can decrypt is a decryption oracle for whoever holds the PIN.
         let mut public_template = common(false);
-        public_template.push(Attribute::Verify(true));
+        public_template.extend([
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false),
+        ]);
         let mut private_template = common(true);
         private_template.extend([
             Attribute::Sign(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
         ]);
         let mechanism = match spec {
             KeySpec::Rsa { bits } => {
@@ -653,14 +683,36 @@ impl Token {
                 CkError::Pkcs11(RvError::UserNotLoggedIn, _) => Error::PinRequired,
                 e => Error::ck("C_GenerateKeyPair", e),
             })?;
-        match self.key_pair(private) {
-            Ok(pair) => Ok(pair),
-            Err(err) => {
-                // Leave nothing half-made behind.
-                let _ = self.session.destroy_object(private);
-                let _ = self.session.destroy_object(public);
-                Err(err)
-            }
+        let made = self.key_pair(private).and_then(|pair| {
+            self.check_label_race(&label_bytes, &id)?;
+            Ok(pair)
+        });
+        if made.is_err() {
+            // Leave nothing half-made behind.
+            let _ = self.session.destroy_object(private);
+            let _ = self.session.destroy_object(public);
+        }
+        made
+    }
+
+    /// The label check and C_GenerateKeyPair are two calls, so two processes can both pass
+    /// the check. After generating, each looks again: when several private keys carry the
+    /// label, only the one with the smallest CKA_ID stays; the others undo themselves.
+    fn check_label_race(&self, label: &[u8], id: &[u8]) -> Result<(), Error> {
+        let template = [
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.to_vec()),
+        ];
+        let mut ids = Vec::new();
+        for handle in self.find(&template)? {
+            let attrs = self.attributes(handle, &[AttributeType::Id])?;
+            ids.push(bytes_attr(&attrs, AttributeType::Id).unwrap_or_default());
+        }
+        match ids.iter().min() {
+            Some(first) if ids.len() > 1 && first.as_slice() != id => Err(Error::LabelExists {
+                label: escape_bytes(label),
+            }),
+            _ => Ok(()),
         }
     }
 
