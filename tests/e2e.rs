@@ -4,42 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::softhsm::{self, openssl_verify, pyjwt_verify, split_jws, SoftHsm, PIN};
+use common::softhsm::{self, openssl_verify, public_pem, pyjwt_verify, split_jws, SoftHsm, PIN};
 use common::standin::Standin;
 
 const CLIENT_ID: &str = "p11jwt-test-client";
-
-/// The public key of `label` as PEM, read with pkcs11-tool and converted by openssl: neither
-/// is our code.
-fn public_pem(hsm: &SoftHsm, label: &str) -> PathBuf {
-    let der = hsm.path(&format!("{label}.pub.der"));
-    let pem = hsm.path(&format!("{label}.pub.pem"));
-    hsm.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "pubkey",
-        "--label",
-        label,
-        "-o",
-        der.to_str().unwrap(),
-    ]);
-    let out = Command::new("openssl")
-        .args(["pkey", "-pubin", "-inform", "DER", "-in"])
-        .arg(&der)
-        .arg("-out")
-        .arg(&pem)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl pkey: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    pem
-}
 
 #[test]
 fn keygen_makes_a_sensitive_never_extractable_key() {

@@ -250,3 +250,113 @@ pub fn split_jws(compact: &str) -> (String, serde_json::Value, serde_json::Value
     let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
     (format!("{}.{}", parts[0], parts[1]), header, claims, sig)
 }
+
+/// The public key of the object labelled `label`, read by pkcs11-tool (DER for RSA and EC, PEM
+/// for Ed25519) and written as PEM by openssl: neither is our code.
+pub fn public_pem(hsm: &SoftHsm, label: &str) -> PathBuf {
+    let raw = hsm.path(&format!("{label}.pub.raw"));
+    let pem = hsm.path(&format!("{label}.pub.pem"));
+    let raw_arg = raw.to_str().expect("UTF-8 temp path");
+    let read = [
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--label",
+        label,
+        "-o",
+        raw_arg,
+    ];
+    if !pkcs11_tool_status(hsm, &read) {
+        // OpenSC 0.23's --read-object fails on every P-384 public key ("cannot create
+        // EVP_PKEY"), its own included: build the SubjectPublicKeyInfo (RFC 5480) from the
+        // CKA_EC_PARAMS and CKA_EC_POINT that pkcs11-tool lists instead.
+        std::fs::write(&raw, ec_spki_from_listing(hsm, label)).expect("write SPKI");
+    }
+    let text = std::fs::read(&raw).expect("the public key was written");
+    let inform = if text.starts_with(b"-----BEGIN") {
+        "PEM"
+    } else {
+        "DER"
+    };
+    openssl(&[
+        "pkey",
+        "-pubin",
+        "-inform",
+        inform,
+        "-in",
+        raw_arg,
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    pem
+}
+
+/// pkcs11-tool on the token, logged in; whether it succeeded.
+pub fn pkcs11_tool_status(hsm: &SoftHsm, args: &[&str]) -> bool {
+    Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .arg("--module")
+        .arg(module())
+        .args(["--token-label", &hsm.label, "--login", "--pin", PIN])
+        .args(args)
+        .output()
+        .expect("pkcs11-tool runs")
+        .status
+        .success()
+}
+
+/// DER SubjectPublicKeyInfo of an EC public key object, from pkcs11-tool's listing.
+pub fn ec_spki_from_listing(hsm: &SoftHsm, label: &str) -> Vec<u8> {
+    let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "pubkey", "--label", label]);
+    let field = |name: &str| -> Vec<u8> {
+        let line = listing.lines().find(|l| l.trim_start().starts_with(name));
+        let hex = line
+            .and_then(|l| l.split_whitespace().nth(1))
+            .expect("field in listing");
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let params = field("EC_PARAMS:");
+    let wrapped = field("EC_POINT:");
+    // CKA_EC_POINT is a DER OCTET STRING (04 LEN POINT); the point follows its header.
+    let header = if wrapped[1] & 0x80 == 0 {
+        2
+    } else {
+        2 + (wrapped[1] & 0x7f) as usize
+    };
+    let point = &wrapped[header..];
+    // id-ecPublicKey, 1.2.840.10045.2.1
+    let mut algorithm = vec![0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    algorithm.extend_from_slice(&params);
+    let mut bits = vec![0x00];
+    bits.extend_from_slice(point);
+    der(0x30, &[der(0x30, &algorithm), der(0x03, &bits)].concat())
+}
+
+/// One DER TLV.
+pub fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match body.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// Runs openssl and panics with its message when it fails.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
