@@ -1357,3 +1357,35 @@ fn an_oversized_token_response_is_the_servers_fault_not_the_network() {
     assert!(log.contains("with a body over"), "{log}");
     assert!(!log.contains("cannot reach"), "{log}");
 }
+
+#[test]
+fn a_cache_directory_others_can_write_is_ignored_with_one_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let hsm = token_with_key("oauth-cache-loose");
+    let fake = Fake::start(|i, _| Reply::token(&format!("t{i}")));
+    let endpoint = fake.token_endpoint();
+    let dir = hsm.path("cache").join("p11jwt");
+    let chmod = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+
+    // Cached by the first run.
+    assert_eq!(hsm.ok(&args("token", &endpoint, &[])).trim(), "t0");
+
+    // World-writable: the entry is not trusted, the new access token is not written there,
+    // and the user is told once.
+    chmod(0o777).unwrap();
+    let out = hsm.run(&args("token", &endpoint, &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t1");
+    let log = stderr(&out);
+    assert_eq!(
+        log.matches("not using the access token cache").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("mode 777"), "{log}");
+
+    // Back to 0700: the first entry is still the one cached.
+    chmod(0o700).unwrap();
+    assert_eq!(hsm.ok(&args("token", &endpoint, &[])).trim(), "t0");
+}
