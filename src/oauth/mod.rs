@@ -644,6 +644,12 @@ pub fn summarize(text: &str) -> String {
     }
 }
 
+/// Text a server wrote, ready for a terminal: JWS-shaped parts redacted, cut at `max`
+/// characters, control characters escaped.
+pub(crate) fn server_text(text: &str, max: usize) -> String {
+    crate::escape_for_terminal(&shorten(&redact_jws(text), max))
+}
+
 /// At most `max` characters, marked with "…" when cut.
 fn shorten(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
