@@ -1242,6 +1242,7 @@ fn timeouts_of_u64_max_are_capped_instead_of_panicking() {
 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in-time");
+    assert!(stderr(&out).contains("cut to 86400 s"), "{}", stderr(&out));
 }
 
 #[test]

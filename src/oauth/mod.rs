@@ -206,6 +206,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(mut options: ClientOptions) -> Result<Client, Error> {
+        if options.timeout > MAX_TIMEOUT || options.connect_timeout > MAX_TIMEOUT {
+            log::warn!(
+                "timeouts longer than a day are cut to {} s",
+                MAX_TIMEOUT.as_secs()
+            );
+        }
         options.timeout = options.timeout.min(MAX_TIMEOUT);
         options.connect_timeout = options.connect_timeout.min(MAX_TIMEOUT);
         let mut tls = ureq::tls::TlsConfig::builder();
