@@ -666,8 +666,8 @@ fn shorten(text: &str, max: usize) -> String {
 
 /// Replaces every compact JWS (RFC 7515 §7.1: three base64url parts joined by dots; a JWE has
 /// five) with `[redacted JWS]`. A server may echo the posted form or assertion in an error,
-/// and a signed assertion is a credential until it expires. Parts are required to be at least
-/// [`MIN_JWS_PART`] long, so that version numbers and host names are left alone.
+/// and a signed assertion is a credential until it expires. Each part must have at least
+/// 16 characters (`MIN_JWS_PART`), so that version numbers and host names are left alone.
 pub fn redact_jws(text: &str) -> String {
     let is_part_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
     let mut out = String::with_capacity(text.len());
