@@ -124,6 +124,9 @@ impl Error {
                 | oauth::Error::Busy { .. } => exit::NETWORK,
                 oauth::Error::Refused { .. }
                 | oauth::Error::NotJson { .. }
+                | oauth::Error::Redirected { .. }
+                | oauth::Error::TooLarge { .. }
+                | oauth::Error::BadTokenResponse { .. }
                 | oauth::Error::NoAccessToken
                 | oauth::Error::Discovery(_) => exit::AUTHORIZATION_SERVER,
             },

@@ -262,7 +262,14 @@ fn busy_on_every_attempt_gives_up_with_exit_7() {
 
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(fake.seen().len(), 3);
-    assert!(stderr(&out).contains("429"), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("429"), "{log}");
+
+    // The warnings announcing a retry do not call their attempt the last; the error does.
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("429")).collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[..2].iter().all(|l| !l.contains("last")), "{log}");
+    assert!(lines[2].contains("on attempt 3, the last one"), "{log}");
 }
 
 #[test]
@@ -844,30 +851,38 @@ impl ConnectProxy {
 #[test]
 fn https_proxy_is_honoured_and_no_proxy_bypasses_it() {
     let hsm = token_with_key("oauth-proxy");
-    let fake = Fake::start(|_, _| Reply::token("through"));
-    let endpoint = fake.token_endpoint();
+    let server = tls_endpoint(hsm.dir.path());
+    let endpoint = server.url.clone();
+    let ca = server.ca.to_str().unwrap().to_owned();
     let proxy = ConnectProxy::start();
     let run = |no_proxy: &str| {
         hsm.p11jwt()
             .env("HTTPS_PROXY", &proxy.url)
             .env("NO_PROXY", no_proxy)
-            .args(args("token", &endpoint, &["--no-cache", "--retries", "0"]))
+            .args(args(
+                "token",
+                &endpoint,
+                &["--no-cache", "--retries", "0", "--cacert", &ca],
+            ))
             .output()
             .unwrap()
     };
 
-    // Through the proxy: it saw a CONNECT to the token endpoint's host and port.
+    // Through the proxy: it saw a CONNECT to the token endpoint's host and port. (https to
+    // loopback still uses the proxy; only plain http to loopback never does.)
     let out = run("example.com");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through");
-    let authority = fake.url.trim_start_matches("http://").to_owned();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over-tls");
+    let authority = endpoint
+        .trim_start_matches("https://")
+        .trim_end_matches("/oauth/token")
+        .to_owned();
     assert_eq!(proxy.targets(), [authority]);
 
     // NO_PROXY names the host: straight to the endpoint, the proxy sees nothing more.
     let out = run("127.0.0.1");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(proxy.targets().len(), 1);
-    assert_eq!(fake.seen().len(), 2);
 }
 
 /// The token's public key of `label` as PEM, through pkcs11-tool and openssl.
@@ -1147,4 +1162,231 @@ fn entra_preset_refuses_a_certificate_of_another_key() {
         stderr(&out)
     );
     assert!(fake.seen().is_empty());
+}
+
+#[test]
+fn a_2xx_with_fields_of_the_wrong_type_names_the_field_and_never_shows_the_body() {
+    let hsm = token_with_key("oauth-2xx-types");
+    let secret = "SECRET-access-token-0123456789";
+    let bodies = [
+        (
+            json!({"access_token": secret, "token_type": "Bearer", "scope": ["a", "b"]}),
+            "scope",
+        ),
+        (
+            json!({"access_token": secret, "token_type": 5}),
+            "token_type",
+        ),
+        (
+            json!({"access_token": 7, "token_type": "Bearer", "note": secret}),
+            "access_token",
+        ),
+        (json!([secret]), "array"),
+    ];
+    for (body, named) in bodies {
+        let fake = Fake::start(move |_, _| Reply::json(200, body.clone()));
+        let endpoint = fake.token_endpoint();
+
+        let out = hsm.run(&args("token", &endpoint, &["--no-cache"]));
+
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(8), "{log}");
+        assert!(log.contains(named), "{log}");
+        assert!(!log.contains(secret), "{log}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn an_empty_or_unusable_access_token_is_the_servers_error() {
+    let hsm = token_with_key("oauth-2xx-chars");
+    for token in [
+        "",
+        "has space",
+        "nul\u{0}byte",
+        "\"quoted\"",
+        "new\nline",
+        "caf\u{e9}",
+    ] {
+        let fake = Fake::start(move |_, _| Reply::token(token));
+        let endpoint = fake.token_endpoint();
+
+        let out = hsm.run(&args("token", &endpoint, &["--no-cache"]));
+
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(8), "{token:?}: {log}");
+        assert!(log.contains("access_token"), "{log}");
+        assert!(out.stdout.is_empty(), "{token:?}");
+    }
+
+    // A b64token with its padding, and the odd visible characters some servers use, pass.
+    for token in ["abc-._~+/==", "v1:abc|def"] {
+        let fake = Fake::start(move |_, _| Reply::token(token));
+        let out = hsm.ok(&args("token", &fake.token_endpoint(), &["--no-cache"]));
+        assert_eq!(out.trim(), token);
+    }
+}
+
+#[test]
+fn timeouts_of_u64_max_are_capped_instead_of_panicking() {
+    let hsm = token_with_key("oauth-huge-timeout");
+    let fake = Fake::start(|_, _| Reply::token("in-time"));
+    let endpoint = fake.token_endpoint();
+    let max = u64::MAX.to_string();
+
+    let out = hsm.run(&args(
+        "token",
+        &endpoint,
+        &["--no-cache", "--timeout", &max, "--connect-timeout", &max],
+    ));
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "in-time");
+    assert!(stderr(&out).contains("cut to 86400 s"), "{}", stderr(&out));
+}
+
+#[test]
+fn plain_http_to_loopback_never_goes_through_a_proxy() {
+    let hsm = token_with_key("oauth-loopback-proxy");
+    let fake = Fake::start(|_, _| Reply::token("direct"));
+    let endpoint = fake.token_endpoint();
+    let api = format!("{}/api", fake.url);
+    let proxy = ConnectProxy::start();
+    let with_proxy = |more: &[&str]| {
+        hsm.p11jwt()
+            .env("HTTP_PROXY", &proxy.url)
+            .env("HTTPS_PROXY", &proxy.url)
+            .env("ALL_PROXY", &proxy.url)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .args(more)
+            .output()
+            .unwrap()
+    };
+
+    // The token endpoint and the API, both plain http on 127.0.0.1: the proxy sees nothing.
+    let out = with_proxy(&args("token", &endpoint, &["--no-cache", "--retries", "0"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut get = vec!["get", api.as_str()];
+    get.extend(base(&endpoint));
+    get.extend(["--no-cache", "--retries", "0"]);
+    let out = with_proxy(&get);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    assert_eq!(proxy.targets(), Vec::<String>::new());
+    assert_eq!(fake.seen().len(), 3);
+}
+
+/// A compact JWS as the fake server saw it in the form.
+fn posted_assertion(fake: &Fake) -> String {
+    fake.seen()[0].form("client_assertion").unwrap()
+}
+
+#[test]
+fn an_echoed_assertion_is_redacted_and_long_descriptions_are_cut() {
+    let hsm = token_with_key("oauth-echo");
+
+    // In error_description, with a megabyte of padding after it.
+    let fake = Fake::start(|_, seen| {
+        let assertion = seen.form("client_assertion").unwrap();
+        let description = format!("bad assertion {assertion} {}", "x".repeat(1 << 20));
+        Reply::json(
+            400,
+            json!({"error": "invalid_client", "error_description": description}),
+        )
+    });
+    let out = hsm.run(&args("token", &fake.token_endpoint(), &["--no-cache"]));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{log}");
+    let assertion = posted_assertion(&fake);
+    for part in assertion.split('.') {
+        assert!(!log.contains(part), "{log}");
+    }
+    assert!(log.contains("bad assertion [redacted JWS]"), "{log}");
+    assert!(log.contains('…'), "{log}");
+    assert!(log.len() < 2000, "{} bytes", log.len());
+
+    // In a body that is not JSON.
+    let fake = Fake::start(|_, seen| Reply {
+        status: 502,
+        body: format!("echo {}", seen.form("client_assertion").unwrap()),
+        headers: vec![],
+    });
+    let out = hsm.run(&args("token", &fake.token_endpoint(), &["--no-cache"]));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{log}");
+    for part in posted_assertion(&fake).split('.') {
+        assert!(!log.contains(part), "{log}");
+    }
+    assert!(log.contains("echo [redacted JWS]"), "{log}");
+}
+
+#[test]
+fn a_redirect_is_named_and_not_followed() {
+    let hsm = token_with_key("oauth-redirect");
+    let fake = Fake::start(|_, _| Reply {
+        status: 302,
+        body: String::new(),
+        headers: vec![("Location", "https://elsewhere.example/oauth/token".into())],
+    });
+
+    let out = hsm.run(&args("token", &fake.token_endpoint(), &["--no-cache"]));
+
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{log}");
+    assert!(
+        log.contains("302, a redirect to https://elsewhere.example/oauth/token"),
+        "{log}"
+    );
+    assert!(log.contains("does not follow redirects"), "{log}");
+    assert_eq!(fake.seen().len(), 1);
+}
+
+#[test]
+fn an_oversized_token_response_is_the_servers_fault_not_the_network() {
+    let hsm = token_with_key("oauth-oversized");
+    let fake = Fake::start(|_, _| Reply {
+        status: 200,
+        body: format!("{{\"access_token\":\"{}\"}}", "a".repeat(5 << 20)),
+        headers: vec![],
+    });
+
+    let out = hsm.run(&args("token", &fake.token_endpoint(), &["--no-cache"]));
+
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(8), "{log}");
+    assert!(log.contains("with a body over"), "{log}");
+    assert!(!log.contains("cannot reach"), "{log}");
+}
+
+#[test]
+fn a_cache_directory_others_can_write_is_ignored_with_one_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let hsm = token_with_key("oauth-cache-loose");
+    let fake = Fake::start(|i, _| Reply::token(&format!("t{i}")));
+    let endpoint = fake.token_endpoint();
+    let dir = hsm.path("cache").join("p11jwt");
+    let chmod = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+
+    // Cached by the first run.
+    assert_eq!(hsm.ok(&args("token", &endpoint, &[])).trim(), "t0");
+
+    // World-writable: the entry is not trusted, the new access token is not written there,
+    // and the user is told once.
+    chmod(0o777).unwrap();
+    let out = hsm.run(&args("token", &endpoint, &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t1");
+    let log = stderr(&out);
+    assert_eq!(
+        log.matches("not using the access token cache").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("mode 777"), "{log}");
+
+    // Back to 0700: the first entry is still the one cached.
+    chmod(0o700).unwrap();
+    assert_eq!(hsm.ok(&args("token", &endpoint, &[])).trim(), "t0");
 }

@@ -135,7 +135,8 @@ impl<'a> AccessTokens<'a> {
             match cache.store(key, &response) {
                 Ok(true) => log::info!("cached the access token in {}", cache.dir().display()),
                 Ok(false) => log::info!(
-                    "not caching the access token: the response has no expires_in, or a short one"
+                    "not caching the access token: the response has no expires_in or a short \
+                     one, or the cache directory is not usable (see any warning above)"
                 ),
                 Err(e) => log::warn!("{}", e.to_string().replace('\n', "; ")),
             }

@@ -97,6 +97,22 @@ pub fn run(args: GetArgs) -> Result<(), Error> {
         );
     }
 
+    // RFC 9110 §15.4: a redirect is not followed, since it would carry the bearer token
+    // elsewhere; say where it pointed instead of summarising an empty body.
+    if (300..400).contains(&api.status) {
+        let location = api
+            .location
+            .as_deref()
+            .unwrap_or("nowhere (no Location header)");
+        return Err(Error::Api {
+            status: api.status,
+            summary: format!(
+                "a redirect to {}; p11jwt does not follow redirects\ncall the URL it \
+                 redirects to, if that is the API",
+                p11jwt::escape_for_terminal(location)
+            ),
+        });
+    }
     if !(200..300).contains(&api.status) {
         let text = String::from_utf8_lossy(&api.body);
         return Err(Error::Api {

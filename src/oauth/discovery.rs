@@ -67,8 +67,9 @@ impl Metadata {
     }
 }
 
+/// A list from the metadata, cleaned and cut: a server could publish anything there.
 fn shown(values: &[String]) -> String {
-    crate::escape_for_terminal(&format!("{values:?}"))
+    super::server_text(&format!("{values:?}"), 300)
 }
 
 /// The metadata URLs for an issuer, in the order they are tried.
@@ -171,7 +172,7 @@ impl fmt::Display for Error {
                 f,
                 "the metadata at {url} is not usable: {}\n\
                  it needs at least issuer and token_endpoint; pass --token-endpoint URL instead",
-                crate::escape_for_terminal(detail)
+                super::server_text(detail, 300)
             ),
             Error::IssuerMismatch {
                 given,
@@ -181,7 +182,7 @@ impl fmt::Display for Error {
                 f,
                 "the metadata at {url} names issuer {:?}, not {given:?} (RFC 8414 §3.3 wants \
                  them identical)\npass --issuer exactly as the server spells it",
-                crate::escape_for_terminal(published)
+                super::server_text(published, 300)
             ),
         }
     }
@@ -190,6 +191,23 @@ impl fmt::Display for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_in_discovery_errors_is_cut_and_redacted() {
+        let jws =
+            "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJjbGllbnQtMTIzNDUifQ.c2lnbmF0dXJlLWJ5dGVzLTEyMzQ1";
+        let e = Error::IssuerMismatch {
+            given: "https://as.example".into(),
+            published: format!("https://as.example/{jws}/{}", "x".repeat(100_000)),
+            url: "https://as.example/.well-known/openid-configuration".into(),
+        };
+        let text = e.to_string();
+        assert!(text.len() < 1000, "{} bytes", text.len());
+        assert!(
+            text.contains("[redacted JWS]") && !text.contains(jws),
+            "{text}"
+        );
+    }
 
     #[test]
     fn well_known_urls_for_issuers_with_and_without_path() {

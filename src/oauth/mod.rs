@@ -156,6 +156,8 @@ pub struct ApiRequest<'a> {
 #[derive(Debug)]
 pub struct ApiResponse {
     pub status: u16,
+    /// The `Location` header of a 3xx, summarised: redirects are not followed.
+    pub location: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -183,37 +185,75 @@ impl Default for ClientOptions {
     }
 }
 
+/// The longest `--timeout` or `--connect-timeout` taken: a day. Longer ones are cut to it,
+/// since `Instant + Duration` panics on overflow and no exchange should hang a CI job longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest token response or metadata document read: real ones are a few kB, and a
+/// server that sends more than this is broken.
+const MAX_RESPONSE: u64 = 4 * 1024 * 1024;
+
 /// An HTTP client with p11jwt's rules: HTTPS only (loopback http aside), no redirects,
-/// bounded timeouts, proxies from the environment.
+/// bounded timeouts, proxies from the environment except for plain http to loopback.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// Through the proxy the environment names, if any.
     agent: ureq::Agent,
+    /// Never through a proxy: for plain http to loopback, whose bytes must not leave the host.
+    direct: ureq::Agent,
     options: ClientOptions,
 }
 
 impl Client {
-    pub fn new(options: ClientOptions) -> Result<Client, Error> {
+    pub fn new(mut options: ClientOptions) -> Result<Client, Error> {
+        if options.timeout > MAX_TIMEOUT || options.connect_timeout > MAX_TIMEOUT {
+            log::warn!(
+                "timeouts longer than a day are cut to {} s",
+                MAX_TIMEOUT.as_secs()
+            );
+        }
+        options.timeout = options.timeout.min(MAX_TIMEOUT);
+        options.connect_timeout = options.connect_timeout.min(MAX_TIMEOUT);
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(path) = &options.cacert {
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_cacert(path)?));
         }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(options.timeout))
-            .timeout_connect(Some(options.connect_timeout))
-            // A redirect would carry the assertion or the bearer token elsewhere.
-            .max_redirects(0)
+        let tls = tls.build();
+        let agent = |proxy: Option<ureq::Proxy>| {
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(options.timeout))
+                .timeout_connect(Some(options.connect_timeout))
+                // A redirect would carry the assertion or the bearer token elsewhere.
+                .max_redirects(0)
+                .proxy(proxy)
+                .tls_config(tls.clone())
+                .allow_non_standard_methods(true)
+                .user_agent(concat!("p11jwt/", env!("CARGO_PKG_VERSION")))
+                .build();
+            ureq::Agent::new_with_config(config)
+        };
+        Ok(Client {
             // ALL_PROXY, HTTPS_PROXY or HTTP_PROXY (the first one set, in that order) and
             // NO_PROXY; HTTPS goes through a CONNECT tunnel.
-            .proxy(ureq::Proxy::try_from_env())
-            .tls_config(tls.build())
-            .allow_non_standard_methods(true)
-            .user_agent(concat!("p11jwt/", env!("CARGO_PKG_VERSION")))
-            .build();
-        Ok(Client {
-            agent: ureq::Agent::new_with_config(config),
+            agent: agent(ureq::Proxy::try_from_env()),
+            direct: agent(None),
             options,
         })
+    }
+
+    /// The agent for `url`. Plain http is allowed to loopback only because the bytes never
+    /// leave the host (see [`check_url`]); a proxy would carry the assertion or the bearer
+    /// token in clear to another one, so such URLs never use it, whatever NO_PROXY says.
+    fn agent_for(&self, url: &str) -> &ureq::Agent {
+        let plain_loopback = url.parse::<Uri>().is_ok_and(|uri| {
+            uri.scheme_str() == Some("http") && uri.host().is_some_and(is_loopback)
+        });
+        if plain_loopback {
+            &self.direct
+        } else {
+            &self.agent
+        }
     }
 
     /// Posts a fresh assertion from `assertion` per attempt and returns the access token, or
@@ -225,7 +265,9 @@ impl Client {
         mut assertion: impl FnMut() -> Result<Secret, E>,
     ) -> Result<TokenResponse, E> {
         check_url(request.token_endpoint)?;
-        let deadline = Instant::now() + self.options.timeout;
+        // Client::new caps the timeout, so this cannot overflow; checked all the same.
+        let now = Instant::now();
+        let deadline = now.checked_add(self.options.timeout).unwrap_or(now);
         let mut attempt = 1;
         loop {
             let fresh = assertion()?;
@@ -239,9 +281,11 @@ impl Client {
                 Attempt::Transient { error, retry_after } => (error, retry_after),
             };
             let wait = self.options.retry.wait(attempt, retry_after);
-            let in_time = Instant::now() + wait < deadline;
+            let in_time = Instant::now()
+                .checked_add(wait)
+                .is_some_and(|next| next < deadline);
             if attempt >= self.options.retry.attempts || !in_time {
-                return Err(error.into());
+                return Err(error.gave_up_after(attempt).into());
             }
             log::warn!(
                 "{}; attempt {} of {} in {} ms with a new assertion",
@@ -265,7 +309,7 @@ impl Client {
         let endpoint = request.token_endpoint;
         let body = token_form(request, assertion);
         let sent = self
-            .agent
+            .agent_for(endpoint)
             .post(endpoint)
             .config()
             .timeout_global(Some(remaining.max(Duration::from_millis(1))))
@@ -286,14 +330,33 @@ impl Client {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(retry::parse_retry_after);
-        let text = match response.body_mut().read_to_string() {
+        // RFC 9110 §15.4: a redirect is not followed (max_redirects(0) above); say where the
+        // server pointed, so that the user can check and pass that URL if it is right.
+        if (300..400).contains(&status) {
+            let location = response
+                .headers()
+                .get("location")
+                .map(|v| summarize(&String::from_utf8_lossy(v.as_bytes())));
+            return Attempt::Fatal(Error::Redirected { status, location });
+        }
+        let read = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_string();
+        let text = match read {
             Ok(text) => Zeroizing::new(text),
+            // The server answered, with too much: its fault, not the network's.
+            Err(ureq::Error::BodyExceedsLimit(limit)) => {
+                return Attempt::Fatal(Error::TooLarge { status, limit })
+            }
             Err(e) => return Attempt::from_transport(endpoint, e),
         };
         if status == 429 || status == 503 {
             let error = Error::Busy {
                 status,
                 summary: summarize(&text),
+                attempts: None,
             };
             return Attempt::Transient { error, retry_after };
         }
@@ -311,16 +374,24 @@ impl Client {
     pub fn get_json(&self, url: &str) -> Result<(u16, String), Error> {
         check_url(url)?;
         let mut response = self
-            .agent
+            .agent_for(url)
             .get(url)
             .header("Accept", "application/json")
             .call()
             .map_err(|e| Error::network(url, e))?;
         let status = response.status().as_u16();
-        let text = response
+        let text = match response
             .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
             .read_to_string()
-            .map_err(|e| Error::network(url, e))?;
+        {
+            Ok(text) => text,
+            Err(ureq::Error::BodyExceedsLimit(limit)) => {
+                return Err(Error::TooLarge { status, limit })
+            }
+            Err(e) => return Err(Error::network(url, e)),
+        };
         Ok((status, text))
     }
 
@@ -344,19 +415,29 @@ impl Client {
         };
         let sent = match request.body {
             Some(body) => self
-                .agent
+                .agent_for(request.url)
                 .run(builder.body(body.to_vec()).map_err(bad_request)?),
-            None => self.agent.run(builder.body(()).map_err(bad_request)?),
+            None => self
+                .agent_for(request.url)
+                .run(builder.body(()).map_err(bad_request)?),
         };
         let mut response = sent.map_err(|e| Error::network(request.url, e))?;
         let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| summarize(&String::from_utf8_lossy(v.as_bytes())));
         let body = response
             .body_mut()
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_vec()
             .map_err(|e| Error::network(request.url, e))?;
-        Ok(ApiResponse { status, body })
+        Ok(ApiResponse {
+            status,
+            location,
+            body,
+        })
     }
 
     /// A GET with `Authorization: Bearer`; any status is returned, the caller decides.
@@ -428,32 +509,77 @@ fn token_form(request: &TokenRequest<'_>, assertion: &Secret) -> Zeroizing<Strin
 }
 
 /// RFC 6749 §5.1: `access_token` and `token_type` are required, `expires_in` recommended.
+///
+/// The body holds the access token, so no error made here quotes it: a field of the wrong
+/// type is named, never shown.
 fn parse_success(status: u16, text: &str) -> Result<TokenResponse, Error> {
-    #[derive(Deserialize)]
-    struct Success {
-        access_token: Option<String>,
-        token_type: Option<String>,
-        expires_in: Option<serde_json::Value>,
-        scope: Option<String>,
-    }
-    let parsed: Success = serde_json::from_str(text).map_err(|_| Error::NotJson {
-        status,
-        summary: summarize(text),
-    })?;
-    let access_token = parsed.access_token.ok_or(Error::NoAccessToken)?;
-    // Some servers send expires_in as a string.
-    let expires_in = parsed.expires_in.and_then(|v| match v {
+    let malformed = |problem: String| Error::BadTokenResponse { status, problem };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| malformed("the body is not JSON".into()))?;
+    let Some(fields) = value.as_object() else {
+        return Err(malformed(format!(
+            "the body is a JSON {}, not an object",
+            json_type(&value)
+        )));
+    };
+    let string = |name: &'static str| -> Result<Option<String>, Error> {
+        match fields.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(malformed(format!(
+                "{name} is a JSON {}, not a string",
+                json_type(other)
+            ))),
+        }
+    };
+    let access_token = Secret::new(string("access_token")?.ok_or(Error::NoAccessToken)?);
+    check_access_token(access_token.expose()).map_err(|why| malformed(why.into()))?;
+    let token_type = string("token_type")?;
+    let scope = string("scope")?;
+    // Some servers send expires_in as a string; anything else unreadable leaves the lifetime
+    // unknown, which only means the access token is not cached.
+    let expires_in = fields.get("expires_in").and_then(|v| match v {
         serde_json::Value::Number(n) => n.as_u64(),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     });
     Ok(TokenResponse {
-        access_token: Secret::new(access_token),
-        token_type: parsed.token_type.unwrap_or_else(|| "Bearer".into()),
+        access_token,
+        token_type: token_type.unwrap_or_else(|| "Bearer".into()),
         expires_in,
-        scope: parsed.scope,
+        scope,
         body: Secret::new(text.to_owned()),
     })
+}
+
+/// RFC 6750 §2.1: a bearer token is a b64token, `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
+/// "+" / "/" ) *"="`. Servers stray from it, so any visible ASCII is let through; what is
+/// refused is what would break the `Authorization` header or a shell line: nothing at all,
+/// spaces, control characters (NUL included), quotes, backslashes and non-ASCII.
+fn check_access_token(token: &str) -> Result<(), &'static str> {
+    if token.is_empty() {
+        return Err("access_token is empty");
+    }
+    let usable = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\');
+    if !token.chars().all(usable) {
+        return Err(
+            "access_token holds characters a bearer token cannot have (RFC 6750 §2.1: \
+                    letters, digits and -._~+/=)",
+        );
+    }
+    Ok(())
+}
+
+/// The JSON type of `value`, for messages that must not show the value itself.
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
 }
 
 /// The CA certificates of a PEM file, for `--cacert`.
@@ -477,7 +603,9 @@ fn read_cacert(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Erro
     Ok(certs)
 }
 
-/// RFC 6749 §5.2 error body, or a one-line summary of whatever else came back.
+/// RFC 6749 §5.2 error body, or a one-line summary of whatever else came back. What the
+/// server wrote is cleaned here, before it is stored, so that no later Display or Debug can
+/// show an echoed assertion.
 fn server_error(status: u16, text: &str) -> Error {
     #[derive(Deserialize)]
     struct OAuthError {
@@ -487,8 +615,10 @@ fn server_error(status: u16, text: &str) -> Error {
     match serde_json::from_str::<OAuthError>(text) {
         Ok(e) => Error::Refused {
             status,
-            error: e.error,
-            description: e.error_description,
+            error: shorten(&redact_jws(&e.error), MAX_ERROR_CODE),
+            description: e
+                .error_description
+                .map(|d| shorten(&redact_jws(&d), MAX_DESCRIPTION)),
         },
         Err(_) => Error::NotJson {
             status,
@@ -497,23 +627,75 @@ fn server_error(status: u16, text: &str) -> Error {
     }
 }
 
-/// The first line of a body, shortened and stripped of control characters, so that an HTML
-/// error page does not flood the terminal.
+/// How much of a server's `error` and `error_description` is shown: enough for any real
+/// message, and a 1 MB one does not flood the terminal.
+const MAX_ERROR_CODE: usize = 100;
+const MAX_DESCRIPTION: usize = 300;
+/// How much of any other body is shown.
+const MAX_SUMMARY: usize = 120;
+
+/// The first line of a body, shortened, stripped of control characters and of anything that
+/// looks like a JWS, so that an HTML error page does not flood the terminal and a server
+/// echoing the request does not print the assertion.
 pub fn summarize(text: &str) -> String {
-    let one_line: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let clean: String = redact_jws(&one_line)
         .chars()
         .filter(|c| !c.is_control())
-        .take(120)
         .collect();
-    if one_line.is_empty() {
+    if clean.is_empty() {
         "(empty body)".into()
     } else {
-        one_line
+        shorten(&clean, MAX_SUMMARY)
     }
 }
+
+/// Text a server wrote, ready for a terminal: JWS-shaped parts redacted, cut at `max`
+/// characters, control characters escaped.
+pub(crate) fn server_text(text: &str, max: usize) -> String {
+    crate::escape_for_terminal(&shorten(&redact_jws(text), max))
+}
+
+/// At most `max` characters, marked with "…" when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// Replaces every compact JWS (RFC 7515 §7.1: three base64url parts joined by dots; a JWE has
+/// five) with `[redacted JWS]`. A server may echo the posted form or assertion in an error,
+/// and a signed assertion is a credential until it expires. Each part must have at least
+/// 16 characters (`MIN_JWS_PART`), so that version numbers and host names are left alone.
+pub fn redact_jws(text: &str) -> String {
+    let is_part_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(is_part_char) {
+        out.push_str(&rest[..start]);
+        let run_len = rest[start..]
+            .find(|c: char| !is_part_char(c))
+            .unwrap_or(rest.len() - start);
+        let run = &rest[start..start + run_len];
+        let parts: Vec<&str> = run.split('.').collect();
+        let looks_like_jws = parts
+            .windows(3)
+            .any(|w| w.iter().all(|p| p.len() >= MIN_JWS_PART));
+        out.push_str(if looks_like_jws {
+            "[redacted JWS]"
+        } else {
+            run
+        });
+        rest = &rest[start + run_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The shortest base64url part [`redact_jws`] takes for a JWS part: a JOSE header is at least
+/// `{"alg":"ES256"}`, 20 characters once encoded, and signatures are longer still.
+const MIN_JWS_PART: usize = 16;
 
 /// What the tutorial's troubleshooting table says to do for each OAuth error code.
 fn hint(error: &str, description: Option<&str>) -> &'static str {
@@ -585,10 +767,27 @@ pub enum Error {
         url: String,
         detail: String,
     },
-    /// 429 or 503, still so after the last retry.
+    /// 429 or 503; `attempts` is set once p11jwt gives up.
     Busy {
         status: u16,
         summary: String,
+        attempts: Option<u32>,
+    },
+    /// A 3xx: redirects are not followed.
+    Redirected {
+        status: u16,
+        location: Option<String>,
+    },
+    /// A body longer than p11jwt reads.
+    TooLarge {
+        status: u16,
+        limit: u64,
+    },
+    /// A 2xx whose body is not a usable token response. `problem` is p11jwt's own words: the
+    /// body holds an access token and is never shown.
+    BadTokenResponse {
+        status: u16,
+        problem: String,
     },
     Refused {
         status: u16,
@@ -610,6 +809,20 @@ impl Error {
         Error::Network {
             url: url.to_owned(),
             detail: e.to_string(),
+        }
+    }
+
+    /// This error as the last one, after `attempts` attempts.
+    fn gave_up_after(self, attempts: u32) -> Error {
+        match self {
+            Error::Busy {
+                status, summary, ..
+            } => Error::Busy {
+                status,
+                summary,
+                attempts: Some(attempts),
+            },
+            other => other,
         }
     }
 
@@ -664,10 +877,45 @@ impl fmt::Display for Error {
                  check the network, the URL, proxy settings (HTTPS_PROXY, NO_PROXY), --cacert \
                  for an internal CA, and the tenant name"
             ),
-            Error::Busy { status, summary } => write!(
+            Error::Busy {
+                status,
+                summary,
+                attempts: None,
+            } => write!(
                 f,
-                "token endpoint answered {status} (busy or rate-limited) on the last attempt: \
-                 {summary}\ntry again later, or allow more with --retries and --timeout"
+                "token endpoint answered {status} (busy or rate-limited): {summary}"
+            ),
+            Error::Busy {
+                status,
+                summary,
+                attempts: Some(attempts),
+            } => write!(
+                f,
+                "token endpoint answered {status} (busy or rate-limited) on attempt {attempts}, \
+                 the last one: {summary}\ntry again later, or allow more with --retries and \
+                 --timeout"
+            ),
+            Error::Redirected { status, location } => write!(
+                f,
+                "token endpoint answered {status}, a redirect to {}; p11jwt does not follow \
+                 redirects, which would carry the assertion elsewhere\npass the URL it \
+                 redirects to as --token-endpoint, if that is the token endpoint",
+                location
+                    .as_deref()
+                    .map(crate::escape_for_terminal)
+                    .unwrap_or_else(|| "nowhere (no Location header)".into())
+            ),
+            Error::TooLarge { status, limit } => write!(
+                f,
+                "the server answered {status} with a body over {limit} bytes, more than any \
+                 token response or metadata document\ncheck that the URL is the token \
+                 endpoint or the issuer"
+            ),
+            Error::BadTokenResponse { status, problem } => write!(
+                f,
+                "token endpoint answered {status} with an unusable token response: {problem} \
+                 (the body is not shown: it may hold an access token)\ncheck that the URL is \
+                 the token endpoint, and report this to the server's operator"
             ),
             Error::Refused {
                 status,
@@ -731,6 +979,26 @@ mod tests {
             qlik_token_endpoint("acme.eu.qlikcloud.com").unwrap(),
             "https://acme.eu.qlikcloud.com/oauth/token"
         );
+    }
+
+    #[test]
+    fn jws_like_runs_are_redacted_and_the_rest_kept() {
+        let jws =
+            "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJjbGllbnQtMTIzNDUifQ.c2lnbmF0dXJlLWJ5dGVzLTEyMzQ1";
+        assert_eq!(
+            redact_jws(&format!("client_assertion={jws}&x=1 ({jws})")),
+            "client_assertion=[redacted JWS]&x=1 ([redacted JWS])"
+        );
+        // Version numbers, host names and short dotted words stay.
+        let plain = "p11jwt/0.1.0 at login.example.com said a.b.c";
+        assert_eq!(redact_jws(plain), plain);
+    }
+
+    #[test]
+    fn long_text_is_cut_with_a_mark() {
+        assert_eq!(shorten("abcdef", 3), "abc…");
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(summarize(&"é".repeat(500)).chars().count(), MAX_SUMMARY + 1);
     }
 
     #[test]

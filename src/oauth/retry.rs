@@ -39,9 +39,15 @@ impl RetryPolicy {
             .saturating_mul(1 << exponent)
             .min(self.max_delay);
         // Between half the ceiling and the ceiling: never zero, never in lockstep.
-        let fraction = 0.5 + 0.5 * random_unit();
-        ceiling.mul_f64(fraction)
+        scale(ceiling, 0.5 + 0.5 * random_unit())
     }
+}
+
+/// `duration * fraction`, at most `duration`. Not `Duration::mul_f64`, which panics when a
+/// duration near `Duration::MAX` rounds up past it as an f64.
+fn scale(duration: Duration, fraction: f64) -> Duration {
+    Duration::try_from_secs_f64(duration.as_secs_f64() * fraction)
+        .map_or(duration, |scaled| scaled.min(duration))
 }
 
 /// `Retry-After` as delay-seconds. The HTTP-date form is not read: token endpoints send
@@ -93,6 +99,23 @@ mod tests {
             waits.iter().any(|w| *w != waits[0]),
             "jitter varies the wait"
         );
+    }
+
+    #[test]
+    fn huge_delays_do_not_overflow() {
+        let policy = RetryPolicy {
+            attempts: u32::MAX,
+            base_delay: Duration::MAX,
+            max_delay: Duration::MAX,
+        };
+        for attempt in [1, 2, 40, u32::MAX] {
+            assert!(policy.wait(attempt, None) >= Duration::MAX / 2);
+        }
+        // The largest fraction random_unit can give.
+        let top = 0.5 + 0.5 * ((1u64 << 53) - 1) as f64 / (1u64 << 53) as f64;
+        assert!(scale(Duration::MAX, top) <= Duration::MAX);
+        let asked = parse_retry_after(&u64::MAX.to_string());
+        assert_eq!(policy.wait(1, asked), Duration::from_secs(u64::MAX));
     }
 
     #[test]
