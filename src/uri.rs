@@ -1631,7 +1631,7 @@ mod tests {
         let mut parsed = 0;
         for _ in 0..50_000 {
             let len = next(&mut state) % 12;
-            let scheme = if next(&mut state) % 8 == 0 {
+            let scheme = if next(&mut state).is_multiple_of(8) {
                 ""
             } else {
                 "pkcs11:"

@@ -603,6 +603,8 @@ impl Token {
             }
         }
         let label_bytes = label.as_bytes().to_vec();
+        // Held until this function returns: see `keygen_lock`.
+        let _lock = self.keygen_lock();
         if !self
             .find(&[Attribute::Label(label_bytes.clone())])?
             .is_empty()
@@ -693,6 +695,33 @@ impl Token {
             let _ = self.session.destroy_object(public);
         }
         made
+    }
+
+    /// The label check and C_GenerateKeyPair are two calls, so two processes can both pass
+    /// the check. On one host, an exclusive lock on a file named after the token serializes
+    /// them (parallel CI jobs on one runner). Without the lock (another user's file, a
+    /// read-only temp dir) keygen goes on: `check_label_race` still catches most races.
+    fn keygen_lock(&self) -> Option<std::fs::File> {
+        use sha2::Digest as _;
+        let dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let token = format!("{}\0{}", self.description.serial, self.description.label);
+        let name = crate::jwk::hex(&sha2::Sha256::digest(token.as_bytes())[..8]);
+        let path = dir.join(format!("p11jwt-keygen-{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path));
+        match file.and_then(|f| f.lock().map(|()| f)) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                log::debug!("keygen goes on without the lock {}: {e}", path.display());
+                None
+            }
+        }
     }
 
     /// The label check and C_GenerateKeyPair are two calls, so two processes can both pass
