@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+echo "demo: building the release binaries (a few minutes on a fresh machine)" >&2
 cargo build --quiet --release --bin p11jwt --example standin
 bin=target/release/p11jwt
 standin=target/release/examples/standin
