@@ -262,7 +262,8 @@ impl fmt::Display for Error {
             ),
             Error::UserPinNotInitialized { token } => write!(
                 f,
-                "the user PIN of token {token:?} is not initialized (CKR_USER_PIN_NOT_INITIALIZED)\n\
+                "the user PIN of token {token:?} is not initialized \
+                 (CKR_USER_PIN_NOT_INITIALIZED)\n\
                  set it with your token's tools (SoftHSM: softhsm2-util --init-token ... --pin)"
             ),
             Error::PinRequired => write!(
@@ -288,13 +289,24 @@ impl fmt::Display for Error {
                  check the PIN, then log in once with your token's own tools, or pass \
                  --allow-final-pin-try to let p11jwt make that last try"
             ),
-            Error::KeyNotFound { wanted, available, logged_in } => {
-                writeln!(f, "no private key with {wanted} on the token; the private keys are:")?;
+            Error::KeyNotFound {
+                wanted,
+                available,
+                logged_in,
+            } => {
+                writeln!(
+                    f,
+                    "no private key with {wanted} on the token; the private keys are:"
+                )?;
                 write!(f, "{}", list(available))?;
                 if !logged_in {
-                    write!(f, "\n(not logged in: private keys may be hidden until a PIN is given)")?;
+                    let note = "(not logged in: private keys may be hidden until a PIN is given)";
+                    write!(f, "\n{note}")?;
                 }
-                write!(f, "\npass one of those with --key, or create one with `p11jwt keygen`")
+                write!(
+                    f,
+                    "\npass one of those with --key, or create one with `p11jwt keygen`"
+                )
             }
             Error::SeveralKeys { wanted, names } => write!(
                 f,
