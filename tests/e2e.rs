@@ -696,3 +696,24 @@ fn an_empty_pin_value_in_a_uri_is_refused_before_login() {
     let listing = String::from_utf8_lossy(&slots.stdout);
     assert!(!listing.contains("user PIN count low"), "{listing}");
 }
+
+#[test]
+fn jwks_of_the_keys_named_by_repeated_key_flags() {
+    let hsm = SoftHsm::new("e2e-jwks-rotation");
+    let old: serde_json::Value =
+        serde_json::from_str(&hsm.ok(&["keygen", "--key", "old"])).unwrap();
+    let new: serde_json::Value =
+        serde_json::from_str(&hsm.ok(&["keygen", "--key", "new", "--alg", "ES384"])).unwrap();
+    hsm.ok(&["keygen", "--key", "unrelated"]);
+
+    // Old and new, in the order given; the third key is not in the set.
+    let jwks: serde_json::Value =
+        serde_json::from_str(&hsm.ok(&["jwk", "--jwks", "--key", "old", "--key", "new"])).unwrap();
+    assert_eq!(jwks["keys"], serde_json::json!([old, new]));
+
+    // Several keys elsewhere are refused.
+    let out = hsm.run(&["jwk", "--key", "old", "--key", "new"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = hsm.run(&["assert", "--key", "old", "--key", "new", "--client-id", "c"]);
+    assert_eq!(out.status.code(), Some(2));
+}

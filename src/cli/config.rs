@@ -310,15 +310,16 @@ fn apply_key(
         profile.token.as_ref(),
         name,
     ));
-    out.push(one("key", &mut key.key, m, profile.key.as_ref(), name));
+    let mut first_key = key.key.first().cloned();
+    out.push(one("key", &mut first_key, m, profile.key.as_ref(), name));
+    if key.key.is_empty() {
+        key.key.extend(first_key);
+    }
 
     // The PIN: P11JWT_PIN, --pin-stdin and a pin-source in a URI given outside the profile are
     // all sources of higher precedence than the profile's pin_file.
     let pin_env = std::env::var_os(PIN_ENV).is_some();
-    let uri_source = key
-        .key
-        .as_deref()
-        .is_some_and(|k| k.contains("pin-source="));
+    let uri_source = key.key.iter().any(|k| k.contains("pin-source="));
     let key_from_profile = matches!(out.last().map(|s| &s.origin), Some(Origin::Profile(_)));
     let mut pin_file = key.pin_file.as_ref().map(|p| p.display().to_string());
     let origin = origin(m, "pin_file", "P11JWT_PIN_FILE");

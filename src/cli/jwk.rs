@@ -33,6 +33,21 @@ pub struct JwkArgs {
 
 pub fn run(args: JwkArgs) -> Result<(), Error> {
     let alg = args.alg.as_deref().map(str::parse::<Alg>).transpose()?;
+
+    // Several --key: a JWKS of exactly those, for key rotation (register old and new).
+    if args.key.key.len() > 1 {
+        if !args.jwks || args.kid.is_some() {
+            return Err(Error::Usage(
+                "several --key make a JWKS: add --jwks (and no --kid, which names one key)".into(),
+            ));
+        }
+        let mut keys = Vec::new();
+        for one in args.key.each_key() {
+            keys.push(one_key(&one, alg, None, args.x5c)?);
+        }
+        return print_stdout(&pretty(&jwk::jwks(keys)));
+    }
+
     let resolved = args.key.resolve(false)?;
 
     if args.jwks && !resolved.key_given {
@@ -61,6 +76,21 @@ pub fn run(args: JwkArgs) -> Result<(), Error> {
         return print_stdout(&pretty(&jwk::jwks(keys)));
     }
 
+    let value = one_key(&args.key, alg, args.kid.as_deref(), args.x5c)?;
+    if args.jwks {
+        return print_stdout(&pretty(&jwk::jwks(vec![value])));
+    }
+    print_stdout(&pretty(&value))
+}
+
+/// The JWK of the one key `key_args` names.
+fn one_key(
+    key_args: &KeyArgs,
+    alg: Option<Alg>,
+    kid: Option<&str>,
+    x5c: bool,
+) -> Result<serde_json::Value, Error> {
+    let resolved = key_args.resolve(false)?;
     require_key(&resolved)?;
     // The public half is readable without a PIN on most tokens; log in only when it is not.
     let mut token = Token::open(&resolved.options, None)?;
@@ -73,14 +103,10 @@ pub fn run(args: JwkArgs) -> Result<(), Error> {
             token.find_key(&resolved.selector)?
         }
     };
-    if args.x5c {
+    if x5c {
         token.load_certificate(&mut pair)?;
     }
-    let value = member(&pair, alg, args.kid.as_deref(), args.x5c)?;
-    if args.jwks {
-        return print_stdout(&pretty(&jwk::jwks(vec![value])));
-    }
-    print_stdout(&pretty(&value))
+    member(&pair, alg, kid, x5c)
 }
 
 fn member(

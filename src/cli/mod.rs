@@ -87,9 +87,9 @@ pub struct KeyArgs {
     #[arg(long, env = "P11JWT_TOKEN", value_name = "LABEL")]
     token: Option<String>,
 
-    /// Key label (CKA_LABEL), or a full pkcs11: URI (RFC 7512)
-    #[arg(long, env = "P11JWT_KEY", value_name = "LABEL|URI")]
-    key: Option<String>,
+    /// Key label (CKA_LABEL), or a full pkcs11: URI (RFC 7512); `jwk --jwks` takes several
+    #[arg(long, env = "P11JWT_KEY", value_name = "LABEL|URI", action = clap::ArgAction::Append)]
+    key: Vec<String>,
 
     /// File whose first line is the user PIN (mode 0600 or stricter). The PIN itself can be
     /// given in P11JWT_PIN; on a terminal p11jwt prompts without echo.
@@ -249,7 +249,20 @@ struct Resolved {
 }
 
 impl KeyArgs {
+    /// The same arguments naming one of the keys given, for commands that take several.
+    fn each_key(&self) -> impl Iterator<Item = KeyArgs> + '_ {
+        self.key.iter().map(|key| KeyArgs {
+            key: vec![key.clone()],
+            ..self.clone()
+        })
+    }
+
     fn resolve(&self, read_write: bool) -> Result<Resolved, Error> {
+        if self.key.len() > 1 {
+            return Err(Error::Usage(
+                "--key is given more than once\nonly `p11jwt jwk --jwks` takes several keys".into(),
+            ));
+        }
         let mut options = OpenOptions {
             module: self.module.clone(),
             token_label: self.token.clone(),
@@ -260,7 +273,7 @@ impl KeyArgs {
         let mut selector = KeySelector::default();
         let mut pin_source = PinSource::choose(self.pin_file.as_deref(), self.pin_stdin);
 
-        match self.key.as_deref() {
+        match self.key.first().map(String::as_str) {
             Some(key) if uri::is_pkcs11_uri(key) => {
                 let parsed = Pkcs11Uri::parse(key)?;
                 check_object_type(&parsed)?;
@@ -276,7 +289,7 @@ impl KeyArgs {
             options,
             selector,
             pin_source,
-            key_given: self.key.is_some(),
+            key_given: !self.key.is_empty(),
         })
     }
 }
