@@ -23,7 +23,7 @@ pub struct TokenArgs {
     pub(super) endpoint: EndpointArgs,
 
     /// Print the whole token response as JSON (same as --format json)
-    #[arg(long, conflicts_with = "format")]
+    #[arg(long)]
     json: bool,
 
     /// What to print: the access token, the JSON response, an Authorization header, or a
@@ -49,6 +49,11 @@ pub enum Format {
 }
 
 pub fn run(args: TokenArgs) -> Result<(), Error> {
+    if args.json && !matches!(args.format, Format::Token | Format::Json) {
+        return Err(Error::Usage(
+            "--json asks for --format json; drop one of them".into(),
+        ));
+    }
     let format = if args.json { Format::Json } else { args.format };
     if format == Format::Env {
         check_env_name(&args.env_name)?;
