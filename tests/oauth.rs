@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use common::softhsm::{SoftHsm, PIN};
+use common::softhsm::{public_pem, SoftHsm, PIN};
 use common::standin::Standin;
 
 const CLIENT_ID: &str = "p11jwt-oauth-test";
@@ -885,27 +885,6 @@ fn https_proxy_is_honoured_and_no_proxy_bypasses_it() {
     assert_eq!(proxy.targets().len(), 1);
 }
 
-/// The token's public key of `label` as PEM, through pkcs11-tool and openssl.
-fn public_pem(hsm: &SoftHsm, label: &str) -> std::path::PathBuf {
-    let der = hsm.path("pub.der");
-    hsm.pkcs11_tool(&[
-        "--read-object",
-        "--type",
-        "pubkey",
-        "--label",
-        label,
-        "-o",
-        der.to_str().unwrap(),
-    ]);
-    openssl(
-        hsm.dir.path(),
-        &[
-            "pkey", "-pubin", "-inform", "DER", "-in", "pub.der", "-out", "pub.pem",
-        ],
-    );
-    hsm.path("pub.pem")
-}
-
 #[test]
 fn entra_preset_sends_the_certificate_thumbprints() {
     use sha2::Digest as _;
@@ -915,7 +894,8 @@ fn entra_preset_sends_the_certificate_thumbprints() {
 
     // A certificate for the token's key, issued by a throw-away CA, stored under its CKA_ID.
     let dir = hsm.dir.path();
-    public_pem(&hsm, "signer");
+    let pem = public_pem(&hsm, "signer");
+    let pem = pem.to_str().expect("UTF-8 temp path");
     openssl(
         dir,
         &[
@@ -942,7 +922,7 @@ fn entra_preset_sends_the_certificate_thumbprints() {
             "ca.key",
             "-CAcreateserial",
             "-force_pubkey",
-            "pub.pem",
+            pem,
             "-outform",
             "DER",
             "-out",
